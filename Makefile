@@ -1,0 +1,33 @@
+# Standalone path (no ROS install): a local venv with the ROS 2 Jazzy wheels and CPU PyTorch.
+# In a sourced ROS 2 workspace use colcon instead (see README); nothing here is needed there.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SOURCE ?=
+OUT    ?= out
+
+.PHONY: demo test soak bench models clean
+
+$(STAMP): setup.py setup.cfg package.xml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[standalone,test,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/scannernet demo $(if $(SOURCE),--source $(SOURCE)) --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not soak" test
+
+soak: $(STAMP)
+	$(PY) -m pytest -q -m soak test
+
+bench: $(STAMP)
+	$(VENV)/bin/scannernet bench --out $(OUT)/bench
+
+models: $(STAMP)
+	$(VENV)/bin/scannernet models
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(OUT)

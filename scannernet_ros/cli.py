@@ -1,0 +1,47 @@
+"""The ``scannernet`` command: one entry point for the offline jobs; ROS nodes stay separate executables."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import REGISTRY, build_model, count_parameters, state_bytes_per_pixel
+
+    rows = [("model", "bands", "parameters", "state B/px", "streams per line", "description")]
+    for name, spec in REGISTRY.items():
+        model = build_model(name, in_channels=args.bands)
+        rows.append((name, str(args.bands), f"{count_parameters(model):,}",
+                     str(state_bytes_per_pixel(model)),
+                     "yes" if model.streams else "no (whole image)", spec.summary))
+    print(markdown_table(rows))
+    return 0
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, rows[1:])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scannernet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scannernet_ros {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="the model zoo: parameters, recurrent state, streaming")
+    p.add_argument("--bands", type=int, default=3, choices=(3, 4), help="input bands (RGB or RGB+NIR)")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""From whatever a sensor delivers to the one input scale a model was trained on.
+
+Everything is first mapped to top-of-atmosphere reflectance, then standardised with the mean and
+standard deviation recorded in the weights.  16-bit inputs are Landsat 8 Level-1 digital numbers
+(rho = 2e-5 * DN - 0.1, the same coefficients for every reflective band), 8-bit inputs are taken as
+reflectance * 255, float inputs as reflectance already.  So one model serves 38-Cloud style uint16
+lines, 8-bit RGB cameras and float reflectance products alike.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+BAND_NAMES = ("red", "green", "blue", "nir")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How raw samples become model input; stored in every weights file."""
+
+    bands: tuple[str, ...] = ("red", "green", "blue")
+    dn_gain: float = 2.0e-5      # uint16 Landsat 8 L1 digital number -> reflectance
+    dn_offset: float = -0.1
+    u8_gain: float = 1.0 / 255.0  # 8-bit sample -> reflectance
+    mean: tuple[float, ...] = field(default=(0.3, 0.3, 0.3))
+    std: tuple[float, ...] = field(default=(0.2, 0.2, 0.2))
+
+    def __post_init__(self) -> None:
+        if not self.bands or any(b not in BAND_NAMES for b in self.bands):
+            raise ValueError(f"bands must be a non-empty subset of {BAND_NAMES}, got {self.bands}")
+        if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
+            raise ValueError("mean and std need one value per band")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be positive")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def to_reflectance(samples: np.ndarray, sample_kind: str, spec: InputSpec) -> np.ndarray:
+    """Map raw samples of kind ``uint8``, ``uint16`` or ``float`` to reflectance (float32)."""
+    x = samples.astype(np.float32, copy=sample_kind == "float")
+    if sample_kind == "uint16":
+        x *= spec.dn_gain
+        x += spec.dn_offset
+    elif sample_kind == "uint8":
+        x *= spec.u8_gain
+    elif sample_kind != "float":
+        raise ValueError(f"unknown sample kind {sample_kind!r}")
+    return x
+
+
+def from_reflectance(reflectance: np.ndarray, sample_kind: str, spec: InputSpec) -> np.ndarray:
+    """Inverse of :func:`to_reflectance`, saturating at the integer range (what a sensor does)."""
+    if sample_kind == "uint16":
+        dn = np.rint((reflectance - spec.dn_offset) / spec.dn_gain)
+        return np.clip(dn, 1, 65535).astype(np.uint16)
+    if sample_kind == "uint8":
+        return np.clip(np.rint(reflectance / spec.u8_gain), 0, 255).astype(np.uint8)
+    return reflectance.astype(np.float32)
+
+
+class Normaliser:
+    """Standardises reflectance per band; precomputed so the per-line cost is one fused op."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self._scale = (1.0 / np.asarray(spec.std, np.float32))[:, None]
+        self._shift = (-np.asarray(spec.mean, np.float32))[:, None] * self._scale
+
+    def __call__(self, samples: np.ndarray, sample_kind: str) -> np.ndarray:
+        """``(bands, ...)`` raw samples in the spec's band order -> float32 model input."""
+        x = to_reflectance(samples, sample_kind, self.spec)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        x *= self._scale.reshape(shape)
+        x += self._shift.reshape(shape)
+        return x

@@ -1,0 +1,161 @@
+"""Model files: safetensors tensors plus explicit JSON metadata, never pickle.
+
+A file records the architecture name and its hyperparameters, the input bands and normalisation,
+and where known the training data and measured metrics, so that a node given only a path can build
+the right network and feed it correctly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models import REGISTRY, build_model
+from .normalise import InputSpec
+
+FORMAT = "scannernet_ros.weights/1"
+
+
+class WeightsError(RuntimeError):
+    """A model file that cannot be used; the message names the file and what is wrong with it."""
+
+    def __init__(self, path: os.PathLike | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass
+class ModelInfo:
+    """Everything a weights file says about its model besides the tensors."""
+
+    architecture: str
+    config: dict = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    trained: bool = False
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "architecture": self.architecture,
+            "config": json.dumps(self.config),
+            "input": json.dumps(self.input.to_dict()),
+            "training": json.dumps(self.training),
+            "metrics": json.dumps(self.metrics),
+            "trained": json.dumps(self.trained),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> "ModelInfo":
+        config = json.loads(meta["config"])
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return cls(architecture=meta["architecture"], config=config,
+                   input=InputSpec.from_dict(json.loads(meta["input"])),
+                   training=json.loads(meta.get("training", "{}")),
+                   metrics=json.loads(meta.get("metrics", "{}")),
+                   trained=json.loads(meta.get("trained", "false")))
+
+
+def build_from_info(info: ModelInfo) -> nn.Module:
+    return build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename.
+
+    A full disk or a crash mid-write leaves the previous file intact instead of a torn one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: os.PathLike | str, model: nn.Module, info: ModelInfo) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=info.to_metadata()))
+
+
+def read_info(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """Read and validate a file's metadata and tensors without building a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "no such file")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise WeightsError(path, f"metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        info = ModelInfo.from_metadata(meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(path, f"bad metadata ({exc})") from None
+    if info.architecture not in REGISTRY:
+        raise WeightsError(path, f"unknown architecture {info.architecture!r}")
+    return info, tensors
+
+
+def load_model(path: os.PathLike | str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Build the named architecture and load the tensors into it, checking every name and shape."""
+    info, tensors = read_info(path)
+    try:
+        model = build_from_info(info)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(path, f"cannot build {info.architecture!r} from {info.config} ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(path, f"tensors do not fit {info.architecture!r}: "
+                                 f"missing {missing}, unexpected {unexpected}")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise WeightsError(path, f"tensor {name!r} has shape {tuple(t.shape)}, "
+                                     f"{info.architecture!r} needs {tuple(expected[name].shape)}")
+        if not torch.isfinite(t).all():
+            raise WeightsError(path, f"tensor {name!r} holds NaN or Inf")
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), info
+
+
+def models_dir() -> Path:
+    """Where shipped weights live: $SCANNERNET_MODELS_DIR, the ament share folder, or the source tree."""
+    env = os.environ.get("SCANNERNET_MODELS_DIR")
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parent.parent / "models"
+    if source.is_dir():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory("scannernet_ros")) / "models"
+    except Exception:  # noqa: BLE001 - no ament index outside a ROS workspace
+        return source
+
+
+def resolve_model_path(model: str) -> Path:
+    """A registry name means the shipped weights of that name; anything else is a path."""
+    if model in REGISTRY:
+        path = models_dir() / f"{model}.safetensors"
+        if not path.is_file():
+            raise WeightsError(path, f"no shipped weights for {model!r}; train them with "
+                                     f"`scannernet train --model {model}` or pass a path")
+        return path
+    return Path(model).expanduser()

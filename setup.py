@@ -1,0 +1,62 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "scannernet_ros"
+
+# The ROS 2 wheels are for a standalone virtual environment only: in a sourced ROS 2 workspace
+# (colcon build) the system's rclpy and message packages are used, so they stay out of
+# install_requires and live in the opt-in "ros" / "standalone" extras.
+ROS_WHEELS = [
+    "ros-jazzy-rclpy[fastrtps]",
+    "ros-jazzy-sensor-msgs",
+    "ros-jazzy-std-msgs",
+    "ros-jazzy-std-srvs",
+    "ros-jazzy-diagnostic-msgs",
+]
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/models", glob("models/*.safetensors") + glob("models/*.md")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy",
+        "torch",
+        "safetensors",
+        "tifffile",
+        "rosbags",
+        "pillow",
+        "pyyaml",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "standalone": ROS_WHEELS + ["torch==2.13.0"],
+        "test": ["pytest", "hypothesis", "catkin_pkg", "psutil"],
+        "bench": ["torchinfo", "psutil"],
+    },
+    zip_safe=True,
+    maintainer="scannernet_ros maintainers",
+    maintainer_email="maintainers@scannernet-ros.invalid",
+    description="Line-by-line cloud segmentation of push-broom imagery with ScannerNet on ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "scannernet = scannernet_ros.cli:main",
+            "pushbroom_camera = scannernet_ros.nodes.pushbroom_camera:main",
+            "segmenter = scannernet_ros.nodes.segmenter:main",
+            "waterfall = scannernet_ros.nodes.waterfall:main",
+            "bag_player = scannernet_ros.nodes.bag_player:main",
+            "evaluator = scannernet_ros.nodes.evaluator:main",
+        ],
+    },
+)

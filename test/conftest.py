@@ -1,0 +1,33 @@
+"""Shared test fixtures: where the development data lives and how to skip without it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SCANNERNET_SHARED", REPO.parent / "shared"))
+CLOUD38 = SHARED / "data" / "38-Cloud-sample"
+BIOME = SHARED / "data" / "l8-biome-sample"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "soak: long load tests, run by `make soak` only")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device")
+
+
+needs_cloud38 = pytest.mark.skipif(
+    not CLOUD38.is_dir(), reason=f"38-Cloud sample not found at {CLOUD38} (set SCANNERNET_SHARED)")
+needs_biome = pytest.mark.skipif(
+    not BIOME.is_dir(), reason=f"L8 Biome sample not found at {BIOME} (set SCANNERNET_SHARED)")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="CUDA is not available on this machine")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests are small; one intra-op thread keeps them deterministic and quick on 2 cores."""
+    torch.set_num_threads(1)
+    yield

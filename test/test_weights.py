@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from scannernet_ros.models import build_model
+from scannernet_ros.normalise import InputSpec
+from scannernet_ros.weights import ModelInfo, WeightsError, load_model, resolve_model_path, save_model
+
+
+def _save(tmp_path, name="scannernet", **config):
+    torch.manual_seed(0)
+    model = build_model(name, **config).eval()
+    path = tmp_path / f"{name}.safetensors"
+    info = ModelInfo(name, config=config, input=InputSpec(mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7)),
+                     training={"data": "unit test"}, metrics={"iou": 0.5})
+    save_model(path, model, info)
+    return path, model, info
+
+
+@pytest.mark.parametrize("name", ["scannernet", "scannernet_small", "baseline1d", "cfcn", "cunetpp"])
+def test_round_trip_is_bit_exact(tmp_path, name):
+    path, model, info = _save(tmp_path, name)
+    loaded, loaded_info = load_model(path)
+    x = torch.randn(1, 3, 24, 40)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded_info == info
+
+
+def test_custom_hyperparameters_round_trip(tmp_path):
+    path, model, _ = _save(tmp_path, "scannernet", hidden=(6, 5), kernel_size=5)
+    loaded, info = load_model(path)
+    assert info.config == {"hidden": (6, 5), "kernel_size": 5}
+    assert loaded.cell2.hidden_channels == 5
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="no such file") as err:
+        load_model(tmp_path / "nope.safetensors")
+    assert "nope.safetensors" in str(err.value)
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, -10])
+def test_truncated_file(tmp_path, keep):
+    path, _, _ = _save(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    with pytest.raises(WeightsError, match="scannernet.safetensors"):
+        load_model(path)
+
+
+def test_garbage_and_pickle_are_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save(build_model("scannernet").state_dict(), path)  # a pickle, under the right name
+    with pytest.raises(WeightsError, match="not a readable safetensors"):
+        load_model(path)
+
+
+def test_weights_for_another_architecture(tmp_path):
+    from safetensors.torch import load_file, save_file
+    path, _, info = _save(tmp_path, "scannernet_small")
+    meta = info.to_metadata() | {"architecture": "scannernet", "config": "{}"}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(WeightsError, match="has shape"):
+        load_model(path)
+
+
+def test_missing_tensor_and_unknown_architecture(tmp_path):
+    from safetensors.torch import load_file, save_file
+    path, _, info = _save(tmp_path, "baseline1d")
+    tensors = load_file(str(path))
+    tensors.pop("body.0.bias")
+    save_file(tensors, str(path), metadata=info.to_metadata())
+    with pytest.raises(WeightsError, match="missing"):
+        load_model(path)
+    save_file(tensors, str(path), metadata=info.to_metadata() | {"architecture": "vgg"})
+    with pytest.raises(WeightsError, match="unknown architecture 'vgg'"):
+        load_model(path)
+
+
+def test_file_without_metadata(tmp_path):
+    from safetensors.torch import save_file
+    path = tmp_path / "bare.safetensors"
+    save_file(build_model("scannernet").state_dict(), str(path))
+    with pytest.raises(WeightsError, match="format"):
+        load_model(path)
+
+
+def test_nan_weights_refused(tmp_path):
+    model = build_model("baseline1d")
+    with torch.no_grad():
+        model.body[0].weight[0, 0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_model(path, model, ModelInfo("baseline1d"))
+    with pytest.raises(WeightsError, match="NaN"):
+        load_model(path)
+
+
+def test_registry_name_without_shipped_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCANNERNET_MODELS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="no shipped weights"):
+        resolve_model_path("cfcn")
+    assert resolve_model_path("some/file.safetensors").name == "file.safetensors"
+
+
+def test_save_leaves_previous_file_when_write_fails(tmp_path, monkeypatch):
+    path, model, info = _save(tmp_path)
+    before = path.read_bytes()
+    import scannernet_ros.weights as w
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(w, "save_file", boom)
+    with pytest.raises(OSError):
+        save_model(path, model, info)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
