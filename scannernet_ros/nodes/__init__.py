@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: ROS in, a call into the ROS-free core, ROS out."""

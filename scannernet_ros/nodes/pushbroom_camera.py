@@ -1,0 +1,123 @@
+"""pushbroom_camera: publishes a scene one line at a time, as a push-broom sensor does.
+
+Publishes ``scanline`` (sensor_msgs/Image, height 1) with header.stamp = the line's acquisition
+time on the sensor's schedule, and ``gt_line`` (mono8: 0 clear, 255 cloud, 127 no data) when the
+scene has ground truth.  Status on /diagnostics.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.duration import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from ..camera import scan, truth_mono8
+from ..codec import INPUT_ENCODINGS
+from ..diagnostics import OK, WARN, Report
+from ..scenes import open_scene
+from ..streaming import LANDSAT8_LINE_RATE_HZ
+from .ros_common import ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node
+
+STATUS_NAME = "scannernet_ros: pushbroom_camera"
+
+
+class PushbroomCamera(Node):
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("pushbroom_camera", **kwargs)
+        source = declare(self, "source", "synthetic", "'synthetic', a 38-Cloud patch/scene, an L8 Biome patch or an image file")
+        self.encoding = declare(self, "encoding", "16UC4", "bands and bit depth of scanline", choices=INPUT_ENCODINGS)
+        width = declare(self, "width", 384, "synthetic scene width in pixels", (1, 1 << 16))
+        length = declare(self, "length", 1000, "synthetic scene length in lines", (1, 1 << 40))
+        seed = declare(self, "seed", 0, "synthetic scene seed", (0, (1 << 31) - 1))
+        self.loop = declare(self, "loop", False, "start the scene again at its end")
+        self.line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
+                                 "lines per second; 0 = as fast as the subscribers take them without loss", (0.0, 1e6))
+        self.stamp_rate = declare(self, "stamp_rate_hz", LANDSAT8_LINE_RATE_HZ,
+                                  "line spacing of the stamps when line_rate_hz is 0", (1e-3, 1e6))
+        self.frame_id = declare(self, "frame_id", "pushbroom_optical_frame", "header.frame_id of every line")
+        reliability = declare(self, "qos_reliability", "reliable", "reliable or best_effort",
+                              choices=("reliable", "best_effort"))
+        depth = declare(self, "qos_depth", 2000, "publisher queue depth (0 = keep all)", (0, 1 << 20))
+        self.wait_for = declare(self, "wait_for_subscribers", 0,
+                                "hold the first line until scanline has this many subscribers", (0, 1000))
+        self.batch = declare(self, "batch", 100, "lines between acknowledgement waits when line_rate_hz is 0", (1, 1 << 20))
+
+        try:
+            self.scene = open_scene(source, width=width, length=length, seed=seed)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ParameterError(f"parameter 'source': {exc}") from None
+        self.lines = scan(self.scene, self.encoding, self.loop)
+        self.period_ns = int(1e9 / (self.line_rate or self.stamp_rate))
+        self.published = 0
+        self.finished = False
+        self.t0_ns: int | None = None
+        self._last_report = (time.monotonic(), 0)
+
+        self.scan_pub = self.create_publisher(Image, "scanline", qos(reliability, depth))
+        self.gt_pub = self.create_publisher(Image, "gt_line", qos(reliability, depth)) if self.scene.has_truth else None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self.on_diagnostics)
+        # Acquisition runs in its own thread, like a sensor driver: its pacing must not depend on
+        # how busy the executor is with other callbacks.
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.acquire, name="pushbroom_acquisition", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"scene {self.scene.name}: {self.scene.width} px x {self.scene.length} lines, "
+                               f"{self.encoding} at {self.line_rate or 'max'} lines/s")
+
+    def acquire(self) -> None:
+        while self.scan_pub.get_subscription_count() < self.wait_for:
+            if self._stop.wait(0.01):
+                return
+        self.t0_ns = time.time_ns()
+        for line in self.lines:
+            stamp_ns = self.t0_ns + line.index * self.period_ns
+            if self.line_rate > 0 and self._stop.wait(max(0.0, (stamp_ns - time.time_ns()) / 1e9)):
+                return
+            if self._stop.is_set():
+                return
+            self.publish(line, stamp_ns)
+            if self.line_rate == 0 and self.published % self.batch == 0:
+                self.scan_pub.wait_for_all_acked(Duration(seconds=10))
+        self.finished = True
+        self.get_logger().info(f"scene finished after {self.published} lines")
+
+    def publish(self, line, stamp_ns: int) -> None:
+        header = Header(stamp=from_ns(stamp_ns), frame_id=self.frame_id)
+        self.scan_pub.publish(line_image(header, line.samples, self.encoding))
+        if self.gt_pub is not None and line.truth is not None:
+            self.gt_pub.publish(line_image(header, truth_mono8(line.truth), "mono8"))
+        self.published += 1
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        super().destroy_node()
+
+    def on_diagnostics(self) -> None:
+        now = time.monotonic()
+        last_t, last_n = self._last_report
+        rate = (self.published - last_n) / max(now - last_t, 1e-9)
+        self._last_report = (now, self.published)
+        behind = self.line_rate > 0 and not self.finished and self.t0_ns is not None and rate < 0.9 * self.line_rate
+        values = {"lines published": str(self.published), "lines per second": f"{rate:.1f}",
+                  "line rate hz": f"{self.line_rate:.1f}", "scene": self.scene.name,
+                  "width": str(self.scene.width), "encoding": self.encoding,
+                  "subscribers": str(self.scan_pub.get_subscription_count()),
+                  "finished": str(self.finished).lower()}
+        message = "scene finished" if self.finished else ("publishing" if self.t0_ns else "waiting for subscribers")
+        report = Report(WARN if behind else OK, "falling behind the line rate" if behind else message, values)
+        self.diag_pub.publish(diagnostic_array(self, STATUS_NAME, report))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PushbroomCamera, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from ..codec import encode_line
+from ..diagnostics import Report
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot start with."""
+
+
+def declare(node: Node, name: str, default: Any, description: str,
+            range_: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """Declare a parameter with a descriptor, read it back, and check it against its range/choices."""
+    descriptor = ParameterDescriptor(description=description)
+    if range_ is not None and isinstance(default, float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(range_[0]),
+                                                              to_value=float(range_[1]))]
+    elif range_ is not None and isinstance(default, int) and not isinstance(default, bool):
+        descriptor.integer_range = [IntegerRange(from_value=int(range_[0]), to_value=int(range_[1]))]
+    if choices:
+        descriptor.additional_constraints = f"one of: {', '.join(choices)}"
+    try:
+        value = node.declare_parameter(name, default, descriptor).value
+    except Exception as exc:  # rclpy raises several types for out-of-range or mistyped overrides
+        raise ParameterError(f"parameter {name!r}: {exc}") from None
+    if choices and value not in choices:
+        raise ParameterError(f"parameter {name!r} must be one of {choices}, got {value!r}")
+    return value
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    """``reliable``/``best_effort``; depth 0 means keep all (DDS flow control, nothing overwritten)."""
+    if reliability not in ("reliable", "best_effort"):
+        raise ParameterError(f"qos_reliability must be 'reliable' or 'best_effort', got {reliability!r}")
+    if depth < 0:
+        raise ParameterError(f"qos_depth must be >= 0, got {depth}")
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_ALL if depth == 0 else HistoryPolicy.KEEP_LAST,
+        depth=max(depth, 1),
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+    )
+
+
+def to_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def from_ns(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def line_image(header: Header, samples, encoding: str) -> Image:
+    """A one-row Image from ``(bands, width)`` samples in the encoding's band order."""
+    step, data = encode_line(samples, encoding)
+    msg = Image(header=header, height=1, width=samples.shape[-1], encoding=encoding,
+                is_bigendian=0, step=step)
+    msg.data = data
+    return msg
+
+
+def diagnostic_array(node: Node, name: str, report: Report) -> DiagnosticArray:
+    status = DiagnosticStatus(level=bytes([report.level]), name=name, message=report.message,
+                              hardware_id=node.get_fully_qualified_name(),
+                              values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    return msg
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Spin one node until Ctrl-C; a bad start-up parameter or file is one clear line and exit 2."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    except (ParameterError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"[ERROR] {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0

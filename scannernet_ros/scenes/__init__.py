@@ -1,0 +1,68 @@
+"""Scene sources: where the push-broom camera, the converter and the trainer get their images.
+
+A scene is read in blocks of rows as top-of-atmosphere reflectance ``(4, rows, width)`` in the
+band order R, G, B, NIR, with a cloud mask ``(rows, width)`` (1 cloud, 0 clear, 255 no data)
+when ground truth exists.  Reading in blocks keeps memory flat for arbitrarily long scenes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+BANDS = ("red", "green", "blue", "nir")
+NO_DATA = 255
+
+
+class Scene(Protocol):
+    name: str
+    width: int
+    length: int
+    has_truth: bool
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@dataclass
+class ArrayScene:
+    """A scene already in memory (a patch, a rebuilt 38-Cloud scene, an image file)."""
+
+    name: str
+    reflectance: np.ndarray          # (4, rows, width) float32
+    mask: np.ndarray | None = None   # (rows, width) uint8: 0, 1 or NO_DATA
+
+    @property
+    def width(self) -> int:
+        return self.reflectance.shape[2]
+
+    @property
+    def length(self) -> int:
+        return self.reflectance.shape[1]
+
+    @property
+    def has_truth(self) -> bool:
+        return self.mask is not None
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        mask = None if self.mask is None else self.mask[start:stop]
+        return self.reflectance[:, start:stop], mask
+
+
+def open_scene(source: str, width: int = 384, length: int = 1000, seed: int = 0) -> Scene:
+    """``synthetic`` or a path: a 38-Cloud patch/scene, an L8 Biome patch, or an image file."""
+    from .synthetic import SyntheticScene
+    if source in ("", "synthetic"):
+        return SyntheticScene(width=width, length=length, seed=seed)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"scene source {source!r}: no such file or folder")
+    from .cloud38 import is_cloud38, open_cloud38
+    if is_cloud38(path):
+        return open_cloud38(path)
+    from .biome import is_biome_image, read_biome
+    if is_biome_image(path):
+        return read_biome(path)
+    from .files import read_image_file
+    return read_image_file(path)

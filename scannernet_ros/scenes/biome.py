@@ -1,0 +1,50 @@
+"""L8 Biome patches: float32 (H, W, 8) reflectance with Biome mask codes.
+
+Band order in the images is blue, green, red, NIR, SWIR1, SWIR2, cirrus, thermal; masks use
+0 no data, 64 shadow, 128 clear, 192 thin cloud, 255 cloud.  Thin and thick cloud count as cloud.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import NO_DATA, ArrayScene
+from .cloud38 import DatasetError
+
+RGBN_INDEX = [2, 1, 0, 3]
+
+
+def is_biome_image(path: Path) -> bool:
+    path = Path(path)
+    return path.is_file() and path.parent.name == "Images" and (path.parent.parent / "Masks").is_dir()
+
+
+def biome_mask(codes: np.ndarray) -> np.ndarray:
+    mask = (codes >= 192).astype(np.uint8)
+    mask[codes == 0] = NO_DATA
+    return mask
+
+
+def read_biome(path: Path) -> ArrayScene:
+    import tifffile
+    path = Path(path)
+    mask_path = path.parent.parent / "Masks" / path.name
+    try:
+        image = tifffile.imread(path)
+        codes = tifffile.imread(mask_path)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{exc.filename}: missing file") from None
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{path}: unreadable TIFF ({exc})") from None
+    if image.ndim != 3 or image.shape[2] < 4:
+        raise DatasetError(f"{path}: expected (H, W, 8) reflectance, got {image.shape}")
+    if codes.shape != image.shape[:2]:
+        raise DatasetError(f"{mask_path}: shape {codes.shape} differs from the image's {image.shape[:2]}")
+    rho = np.ascontiguousarray(image[..., RGBN_INDEX].transpose(2, 0, 1), np.float32)
+    return ArrayScene(path.stem, rho, biome_mask(codes))
+
+
+def biome_patches(root: Path) -> list[Path]:
+    """Every ``Images/*.tif`` under ``root`` (for example the train/ and val/ folders)."""
+    return sorted(Path(root).rglob("Images/*.tif"))

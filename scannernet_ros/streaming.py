@@ -1,0 +1,129 @@
+"""LineSegmenter: the one object that turns scanlines into cloud probabilities.
+
+The ROS node, the offline evaluator and the benchmarks all use it, so what is measured offline is
+what flies.  It owns the model's recurrent state and decides when that state no longer describes
+the ground under the sensor (width change, a gap in the stamps, time going backwards, a request).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .codec import ImageFormatError, Line, decode_line
+from .normalise import Normaliser
+from .stats import Window
+from .weights import ModelInfo, load_model, resolve_model_path
+
+LANDSAT8_LINE_RATE_HZ = 225.0
+
+
+@dataclass
+class Counters:
+    lines_in: int = 0          # lines offered, valid or not
+    lines_out: int = 0         # probability lines produced
+    dropped: int = 0           # lines missing between stamps (estimated from gaps)
+    rejected: Counter = field(default_factory=Counter)   # by reason
+    resets: Counter = field(default_factory=Counter)     # by reason
+
+
+class LineSegmenter:
+    """Steps a streaming model once per line and keeps its state between lines.
+
+    ``reset_gap_lines``: a stamp gap longer than this many line periods resets the state, because
+    the recurrent memory then describes ground that is no longer adjacent; ``<= 0`` never resets
+    on gaps (missing lines are still counted as dropped).
+    """
+
+    def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu",
+                 line_rate_hz: float = LANDSAT8_LINE_RATE_HZ, reset_gap_lines: int = 10,
+                 window: int = 4096) -> None:
+        if not getattr(model, "streams", False):
+            raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
+        if line_rate_hz <= 0:
+            raise ValueError(f"line_rate_hz must be positive, got {line_rate_hz}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.bands = info.input.bands
+        self.normalise = Normaliser(info.input)
+        self.line_period_ns = int(1e9 / line_rate_hz)
+        self.reset_gap_lines = reset_gap_lines
+        self.counters = Counters()
+        self.compute_ms = Window(window)
+        self.width: int | None = None
+        self._state = None
+        self._last_stamp: int | None = None
+
+    @classmethod
+    def from_file(cls, model: str, device: torch.device | str = "cpu", **kwargs) -> "LineSegmenter":
+        """Build from a registry name (shipped weights) or a path to a weights file."""
+        net, info = load_model(resolve_model_path(model), device)
+        return cls(net, info, device, **kwargs)
+
+    def reset(self, reason: str = "request") -> None:
+        """Forget the recurrent state; the next line starts from zeros."""
+        self._state = None
+        self.counters.resets[reason] += 1
+
+    def reject(self, reason: str) -> None:
+        self.counters.lines_in += 1
+        self.counters.rejected[reason] += 1
+
+    def process_image(self, msg, stamp_ns: int) -> np.ndarray:
+        """Decode and segment a one-row Image; a bad line is counted, then re-raised."""
+        try:
+            line = decode_line(msg)
+        except ImageFormatError as err:
+            self.reject(err.reason)
+            raise
+        return self.process(line, stamp_ns)
+
+    def process(self, line: Line, stamp_ns: int) -> np.ndarray:
+        """One line in -> cloud probability per pixel ``(width,)`` float32."""
+        try:
+            samples = line.select(self.bands)
+        except ImageFormatError as err:
+            self.reject(err.reason)
+            raise
+        self.counters.lines_in += 1
+        self._check_continuity(line.width, stamp_ns)
+        t0 = time.perf_counter()
+        x = torch.from_numpy(self.normalise(samples, line.kind)).to(self.device)[None]
+        with torch.inference_mode():
+            if self._state is None:
+                self._state = self.model.init_state(1, line.width)
+            logits, self._state = self.model.step(x, self._state)
+            prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+        self.compute_ms.add((time.perf_counter() - t0) * 1e3)
+        self.counters.lines_out += 1
+        return prob
+
+    def _check_continuity(self, width: int, stamp_ns: int) -> None:
+        if self.width is not None and width != self.width and self._state is not None:
+            self.reset("width_change")
+        self.width = width
+        last, self._last_stamp = self._last_stamp, stamp_ns
+        if last is None:
+            return
+        gap = stamp_ns - last
+        if gap < 0:
+            self.reset("stamp_backwards")
+            return
+        missing = round(gap / self.line_period_ns) - 1
+        if missing > 0:
+            self.counters.dropped += missing
+            if 0 < self.reset_gap_lines < gap / self.line_period_ns:
+                self.reset("stamp_gap")
+
+    def segment_image(self, samples: np.ndarray, kind: str, first_stamp_ns: int = 0) -> np.ndarray:
+        """Stream a whole ``(bands, rows, width)`` image line by line, as the node would see it."""
+        out = np.empty(samples.shape[1:], np.float32)
+        for r in range(samples.shape[1]):
+            line = Line(samples[:, r], self.bands, kind)
+            out[r] = self.process(line, first_stamp_ns + r * self.line_period_ns)
+        return out
