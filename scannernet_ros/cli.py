@@ -20,6 +20,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .nodes.demo import run
+    return run(args)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import config_from_args, train
+    train(config_from_args(args))
+    return 0
+
+
 def markdown_table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -35,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the model zoo: parameters, recurrent state, streaming")
     p.add_argument("--bands", type=int, default=3, choices=(3, 4), help="input bands (RGB or RGB+NIR)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="the on-board pipeline in one process over real rclpy")
+    from .nodes.demo_args import add_arguments as demo_arguments
+    demo_arguments(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model from bags, dataset folders or synthetic scenes")
+    from .train import add_arguments as train_arguments
+    train_arguments(p)
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -98,3 +98,41 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         if rclpy.ok():
             rclpy.try_shutdown()
     return 0
+
+
+class NodeThreads:
+    """Spin each node on its own SingleThreadedExecutor in its own thread.
+
+    This is how several nodes share one process here: rclpy's MultiThreadedExecutor busy-loops
+    while a callback runs (ros2/rclpy#1452, fixed after the Jazzy wheels), which starves the
+    very callbacks it should run.  One executor per node keeps nodes concurrent without it.
+    """
+
+    def __init__(self, nodes: list[Node]) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        import threading
+        self.nodes = nodes
+        self.executors = []
+        self.threads = []
+        for node in nodes:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            thread = threading.Thread(target=executor.spin, name=f"spin_{node.get_name()}", daemon=True)
+            self.executors.append(executor)
+            self.threads.append(thread)
+        for thread in self.threads:
+            thread.start()
+
+    def shutdown(self) -> None:
+        for executor in self.executors:
+            executor.shutdown(timeout_sec=2.0)
+        for thread in self.threads:
+            thread.join(timeout=2.0)
+        for node in self.nodes:
+            node.destroy_node()
+
+    def __enter__(self) -> "NodeThreads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

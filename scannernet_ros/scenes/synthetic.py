@@ -96,7 +96,8 @@ class SyntheticScene:
         opacity = np.clip((density - threshold) / 0.08 + 0.5, 0.0, 1.0)
         bright = CLOUD * (0.9 + 0.2 * fbm(r, c, 20.0, s + 4, octaves=3))[..., None]
         rho = ground * (1 - opacity[..., None]) + bright * opacity[..., None]
-        rng = np.random.default_rng([s, start])
-        rho += rng.normal(0.0, self.noise, rho.shape).astype(np.float32)
+        for band in range(rho.shape[-1]):  # uniform noise with std `noise`, hashed per pixel
+            u = _hash(c[None, :].astype(np.int64), r[:, None].astype(np.int64), s * 13 + 7 + band)
+            rho[..., band] += (u - 0.5) * (self.noise * 12 ** 0.5)
         mask = (opacity > 0.5).astype(np.uint8)
         return np.ascontiguousarray(rho.transpose(2, 0, 1), np.float32), mask

@@ -1,0 +1,102 @@
+"""Training and evaluation data as in-memory samples, whatever the source.
+
+A source string is one of: ``synthetic:N`` or ``synthetic:N:SIZE`` (N procedural scenes),
+a 38-Cloud split folder (its patches), an L8 Biome folder (``Images/`` + ``Masks/`` anywhere
+below), a rosbag2 bag or a folder of bags (one scene per bag), or one image file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .scenes import ArrayScene
+from .scenes.biome import biome_patches, read_biome
+from .scenes.cloud38 import DatasetError, find_split, is_cloud38, parse_patch_name, read_patch
+from .scenes.synthetic import SyntheticScene
+
+
+@dataclass
+class Sample:
+    name: str
+    scene: str                 # patches of one scene share it: the unit of the validation split
+    reflectance: np.ndarray    # (4, H, W) float32, R, G, B, NIR
+    mask: np.ndarray           # (H, W) uint8: 0, 1, 255 no data
+
+
+def _synthetic(spec: str) -> list[Sample]:
+    parts = spec.split(":")
+    count = int(parts[1]) if len(parts) > 1 else 16
+    size = int(parts[2]) if len(parts) > 2 else 256
+    out = []
+    for seed in range(1000, 1000 + count):
+        scene = SyntheticScene(size, size, seed=seed, cloud_cover=0.15 + 0.5 * ((seed * 7919) % 100) / 100)
+        rho, mask = scene.rows(0, size)
+        out.append(Sample(scene.name, scene.name, rho, mask))
+    return out
+
+
+def _cloud38(path: Path, nonempty_only: bool) -> list[Sample]:
+    split = find_split(path)
+    out = []
+    for name in split.patch_names(nonempty_only):
+        rho, mask = read_patch(split, name)
+        if mask is None:
+            raise DatasetError(f"{split.gt_path(name)}: missing ground truth for training/evaluation")
+        out.append(Sample(name, parse_patch_name(name).scene, rho, mask))
+    return out
+
+
+def _from_scene(scene: ArrayScene, scene_id: str | None = None) -> Sample:
+    if scene.mask is None:
+        raise DatasetError(f"{scene.name}: no ground truth")
+    return Sample(scene.name, scene_id or scene.name, scene.reflectance, scene.mask)
+
+
+def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:
+    if source.startswith("synthetic"):
+        return _synthetic(source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{source}: no such file or folder")
+    if is_cloud38(path):
+        return _cloud38(path, nonempty_only)
+    from .bags import find_bags, read_bag_scene
+    bags = find_bags(path)
+    if bags:
+        return [_from_scene(read_bag_scene(b)) for b in bags]
+    patches = biome_patches(path) if path.is_dir() else []
+    if patches:
+        # L8 Biome ids are <Biome>_<scene>_<patch>: the scene is the first two parts.
+        return [_from_scene(read_biome(p), "_".join(p.stem.split("_")[:2])) for p in patches]
+    if path.is_file():
+        from .scenes import open_scene
+        return [_from_scene(open_scene(str(path)))]
+    raise DatasetError(f"{source}: not a 38-Cloud split, bag, L8 Biome folder or image file")
+
+
+def load_all(sources: list[str], nonempty_only: bool = False) -> list[Sample]:
+    samples = []
+    for source in sources:
+        samples += load_samples(source, nonempty_only)
+    return samples
+
+
+def split_by_scene(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out about ``fraction`` of the samples, whole scenes at a time when there are several."""
+    scenes = sorted({s.scene for s in samples})
+    rng = np.random.default_rng(seed)
+    if len(scenes) > 1:
+        rng.shuffle(scenes)
+        held, count = set(), 0
+        for scene in scenes:
+            if count >= fraction * len(samples) or len(held) == len(scenes) - 1:
+                break
+            held.add(scene)
+            count += sum(s.scene == scene for s in samples)
+        return [s for s in samples if s.scene not in held], [s for s in samples if s.scene in held]
+    order = rng.permutation(len(samples))
+    n_val = max(1, round(fraction * len(samples))) if len(samples) > 1 else 0
+    val = {int(i) for i in order[:n_val]}
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]

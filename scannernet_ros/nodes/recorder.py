@@ -1,0 +1,62 @@
+"""A listener that keeps every mask (and ground-truth) line it hears, keyed by stamp.
+
+Used by the demo, the tests and the end-to-end benchmark: it measures what a downstream consumer
+sees, i.e. arrival order, duplicates, losses and (receive time - stamp) latency.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from .ros_common import qos, to_ns
+
+
+class Recorder(Node):
+
+    def __init__(self, name: str = "recorder", mask_topic: str = "mask_line", gt_topic: str | None = "gt_line",
+                 keep_lines: bool = True, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.keep_lines = keep_lines
+        self.stamps: list[int] = []
+        self.latency_ns: list[int] = []
+        self.masks: dict[int, np.ndarray] = {}
+        self.truth: dict[int, np.ndarray] = {}
+        self.frame_ids: set[str] = set()
+        self.statuses: dict[str, object] = {}
+        self.changed = threading.Condition()
+        self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
+        if gt_topic:
+            self.create_subscription(Image, gt_topic, self.on_truth, qos("reliable", 0))
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
+
+    def on_mask(self, msg: Image) -> None:
+        received = time.time_ns()
+        stamp = to_ns(msg.header.stamp)
+        self.latency_ns.append(received - stamp)
+        self.frame_ids.add(msg.header.frame_id)
+        if self.keep_lines:
+            self.masks[stamp] = np.frombuffer(bytes(msg.data), np.uint8)[:msg.width].copy()
+        with self.changed:
+            self.stamps.append(stamp)
+            self.changed.notify_all()
+
+    def on_truth(self, msg: Image) -> None:
+        self.truth[to_ns(msg.header.stamp)] = np.frombuffer(bytes(msg.data), np.uint8)[:msg.width].copy()
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            self.statuses[status.name] = status
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` mask lines arrived or ``timeout`` seconds passed."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.stamps) >= count, timeout)
+
+    def status_values(self, name: str) -> dict[str, str]:
+        status = self.statuses.get(name)
+        return {kv.key: kv.value for kv in status.values} if status else {}

@@ -1,0 +1,321 @@
+"""Training, read top to bottom: data, model, optimiser, the loop, checkpoints.
+
+The paper's recipe is the default: RGB input, 15 % of the data held out (whole scenes when scenes
+are known), Adam, batch 64, binary cross-entropy on logits, early stopping on validation IoU, at
+most 1,000 epochs.  Streaming models are trained on strips of lines with the recurrent state
+carried from strip to strip across a patch (truncated backpropagation through time), so they learn
+to use memory that spans more lines than one strip.
+
+Run under ``torchrun`` for several processes (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .datasets import Sample, load_all, split_by_scene
+from .metrics import NO_DATA, Evaluation
+from .models import build_model, count_parameters, resolve_device
+from .normalise import InputSpec, Normaliser
+from .weights import ModelInfo, atomic_write, save_model
+
+BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "scannernet"
+    data: list[str] = field(default_factory=lambda: ["synthetic:64"])
+    val: list[str] = field(default_factory=list)   # explicit validation sources; else a split of data
+    bands: str = "rgb"
+    val_fraction: float = 0.15
+    batch_size: int = 64
+    crop: int = 128              # square training crops (whole patches for validation)
+    strip: int = 32              # rows per backpropagation strip for streaming models
+    lr: float = 5e-3
+    max_epochs: int = 1000
+    patience: int = 30
+    steps_per_epoch: int = 0     # 0: enough batches to cover the training pixels once
+    max_minutes: float = 0.0     # wall-clock budget; 0 = none
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/scannernet"
+    resume: bool = False
+
+
+class StripModel(nn.Module):
+    """One strip of rows with the state carried in and out; what DDP wraps and calls."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        if getattr(self.net, "streams", False):
+            return self.net.scan(image, state or None)
+        return self.net(image), ()
+
+
+def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
+    """Per-band mean and std of the training reflectance, over valid pixels."""
+    index = [("red", "green", "blue", "nir").index(b) for b in bands]
+    values = np.concatenate([s.reflectance[index][:, s.mask != NO_DATA] for s in samples], axis=1)
+    return InputSpec(bands=bands, mean=tuple(float(m) for m in values.mean(1)),
+                     std=tuple(float(max(s, 1e-3)) for s in values.std(1)))
+
+
+def prepare(samples: list[Sample], spec: InputSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised input and target (-1 where no data) per sample, as tensors, once."""
+    norm = Normaliser(spec)
+    index = [("red", "green", "blue", "nir").index(b) for b in spec.bands]
+    out = []
+    for s in samples:
+        x = norm(s.reflectance[index].copy(), "float")
+        y = np.where(s.mask == NO_DATA, -1.0, s.mask).astype(np.float32)
+        out.append((torch.from_numpy(x), torch.from_numpy(y)))
+    return out
+
+
+def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i in rng.integers(0, len(data), batch):
+        x, y = data[i]
+        h, w = y.shape
+        ch, cw = min(crop, h), min(crop, w)
+        r, c = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        x, y = x[:, r:r + ch, c:c + cw], y[r:r + ch, c:c + cw]
+        if rng.random() < 0.5:  # left-right flips keep the along-track direction intact
+            x, y = x.flip(-1), y.flip(-1)
+        if ch < crop or cw < crop:  # small images: pad as no data
+            x = nn.functional.pad(x, (0, crop - cw, 0, crop - ch))
+            y = nn.functional.pad(y, (0, crop - cw, 0, crop - ch), value=-1.0)
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)[:, None]
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = target >= 0
+    return nn.functional.binary_cross_entropy_with_logits(logits[valid], target[valid])
+
+
+@torch.no_grad()
+def validate(net: nn.Module, data, device: torch.device) -> dict[str, float]:
+    net.eval()
+    evaluation = Evaluation()
+    for i, (x, y) in enumerate(data):
+        logits = net(x[None].to(device))[0, 0].float().cpu().numpy()
+        truth = np.where(y.numpy() < 0, NO_DATA, y.numpy()).astype(np.uint8)
+        evaluation.add(str(i), logits >= 0.0, truth)
+    net.train()
+    return evaluation.pooled()
+
+
+def save_train_state(path: Path, optimiser: torch.optim.Optimizer, progress: dict) -> None:
+    """Adam's moments and the loop's position, so ``--resume`` continues where it stopped."""
+    tensors = {"torch_rng": torch.get_rng_state()}
+    for i, state in optimiser.state_dict()["state"].items():
+        for k, v in state.items():
+            tensors[f"optim.{i}.{k}"] = v.detach().cpu().reshape(-1) if v.dim() == 0 else v.detach().cpu()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"progress": json.dumps(progress)}))
+
+
+def load_train_state(path: Path, optimiser: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        progress = json.loads(f.metadata()["progress"])
+    sd = optimiser.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, k = key.split(".", 2)
+            sd["state"].setdefault(int(i), {})[k] = value.reshape(()) if k == "step" else value
+    optimiser.load_state_dict(sd)
+    torch.set_rng_state(tensors["torch_rng"])
+    return progress
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(epochs, [h["train_loss"] for h in history])
+    ax[0].set(xlabel="epoch", ylabel="train BCE", yscale="log")
+    ax[1].plot(epochs, [h["val_iou"] for h in history])
+    ax[1].set(xlabel="epoch", ylabel="validation IoU (pooled)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    # -- processes and devices -------------------------------------------------------------
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = resolve_device(cfg.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    main_process = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+    rng = np.random.default_rng([cfg.seed, rank])
+    out = Path(cfg.out)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # -- data -----------------------------------------------------------------------------
+    samples = load_all(cfg.data)
+    if cfg.val:
+        train_samples, val_samples = samples, load_all(cfg.val)
+    else:
+        train_samples, val_samples = split_by_scene(samples, cfg.val_fraction, cfg.seed)
+    if not train_samples or not val_samples:
+        raise ValueError(f"need training and validation samples, got {len(train_samples)} and {len(val_samples)}")
+    bands = BAND_SETS[cfg.bands]
+    spec = input_spec(train_samples, bands)
+    train_data, val_data = prepare(train_samples, spec), prepare(val_samples, spec)
+    pixels = sum(y.numel() for _, y in train_data)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop ** 2 * cfg.batch_size * world)))
+
+    # -- model and optimiser --------------------------------------------------------------
+    net = build_model(cfg.model, in_channels=len(bands)).to(device)
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    progress = {"epoch": 0, "step": 0, "best_iou": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if cfg.resume and (out / "last.safetensors").is_file():
+        net.load_state_dict(load_file(str(out / "last.safetensors")))
+        progress = load_train_state(out / "train_state.safetensors", optimiser)
+        rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
+        log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
+    model = StripModel(net)
+    if distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    info = ModelInfo(cfg.model, config=dict(build_config(cfg.model)), input=spec, trained=True,
+                     training={"config": asdict(cfg), "train_samples": len(train_samples),
+                               "val_samples": len(val_samples), "parameters": count_parameters(net)})
+    if main_process:
+        log(f"{cfg.model}: {count_parameters(net):,} parameters, {len(train_samples)} training / "
+            f"{len(val_samples)} validation samples, {steps_per_epoch} steps per epoch, {world} process(es) on {device}")
+
+    # -- the loop -------------------------------------------------------------------------
+    started = time.monotonic() - progress["seconds"]
+    while progress["epoch"] < cfg.max_epochs and progress["bad_epochs"] < cfg.patience:
+        losses = []
+        for _ in range(steps_per_epoch):
+            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng)
+            x, y = x.to(device), y.to(device)
+            state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
+            for r in range(0, x.shape[2], strip):
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    logits, state = model(x[:, :, r:r + strip], state)
+                    loss = masked_bce(logits.float(), y[:, :, r:r + strip]) if (y[:, :, r:r + strip] >= 0).any() else None
+                state = tuple(s.detach() for s in state)
+                if loss is None:
+                    continue
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                losses.append(loss.item())
+            progress["step"] += 1
+        progress["epoch"] += 1
+        progress["seconds"] = time.monotonic() - started
+        if not main_process:
+            continue
+        val = validate(net, val_data, device)
+        row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
+               "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
+               "seconds": round(progress["seconds"], 1)}
+        progress["history"].append(row)
+        improved = val["iou"] > progress["best_iou"]
+        progress["best_iou"] = max(progress["best_iou"], val["iou"])
+        progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
+        info.training["epochs"] = progress["epoch"]
+        info.training["seconds"] = round(progress["seconds"], 1)
+        info.metrics = {"val_pooled": val}
+        save_model(out / "last.safetensors", net, info)
+        if improved:
+            save_model(out / "best.safetensors", net, info)
+        save_train_state(out / "train_state.safetensors", optimiser, progress)
+        write_logs(out, progress["history"])
+        log(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val IoU {val['iou']:.4f}"
+            f"{'  *' if improved else ''}  ({row['seconds']:.0f} s)")
+        if cfg.max_minutes and progress["seconds"] > cfg.max_minutes * 60:
+            log(f"time budget of {cfg.max_minutes} min reached")
+            break
+    if distributed:
+        dist.destroy_process_group()
+    return progress
+
+
+def build_config(name: str) -> dict:
+    from .models import REGISTRY
+    return REGISTRY[name].config
+
+
+def write_logs(out: Path, history: list[dict]) -> None:
+    atomic_write(out / "log.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    atomic_write(out / "log.csv", write_csv)
+    try:
+        plot_curves(history, out / "curves.png")
+    except ImportError:
+        pass
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help="registry name")
+    p.add_argument("--data", nargs="+", default=d.data, help="sources: synthetic:N[:SIZE], 38-Cloud split, bags, L8 Biome folder")
+    p.add_argument("--val", nargs="*", default=d.val, help="explicit validation sources (else a split of --data)")
+    p.add_argument("--bands", choices=BAND_SETS, default=d.bands)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--crop", type=int, default=d.crop)
+    p.add_argument("--strip", type=int, default=d.strip)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``torchrun -m scannernet_ros.train ...``."""
+    p = argparse.ArgumentParser(prog="scannernet train")
+    add_arguments(p)
+    train(config_from_args(p.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
