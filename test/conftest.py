@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Each test session on its own DDS domain, on loopback only: parallel runs and other ROS users on
+# the machine cannot cross-talk with the tests.  Set before rclpy is imported anywhere.
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SCANNERNET_SHARED", REPO.parent / "shared"))
 CLOUD38 = SHARED / "data" / "38-Cloud-sample"
@@ -31,3 +36,23 @@ def _one_thread():
     """Tests are small; one intra-op thread keeps them deterministic and quick on 2 cores."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory) -> Path:
+    """An untrained ScannerNet file: the tests check plumbing and equality, not accuracy."""
+    from scannernet_ros.models import build_model
+    from scannernet_ros.weights import ModelInfo, save_model
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "scannernet_random.safetensors"
+    save_model(path, build_model("scannernet"), ModelInfo("scannernet", {"hidden": (4, 8), "kernel_size": 9}))
+    return path
+
+
+@pytest.fixture
+def ros():
+    """A fresh rclpy context per test."""
+    import rclpy
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()

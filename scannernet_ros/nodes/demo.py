@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     lines = scene.length
     rclpy.init()
     try:
-        segmenter = Segmenter(parameter_overrides=params(model=args.model, device=args.device,
-                                                         line_rate_hz=args.line_rate or 225.0))
-        recorder = Recorder()
-        waterfall = WaterfallNode()
-        camera = PushbroomCamera(parameter_overrides=params(
+        ns = "pushbroom"  # the launch file's namespace: topics match the bags' /pushbroom/...
+        segmenter = Segmenter(namespace=ns, parameter_overrides=params(
+            model=args.model, device=args.device, line_rate_hz=args.line_rate or 225.0))
+        recorder = Recorder(namespace=ns)
+        waterfall = WaterfallNode(namespace=ns)
+        camera = PushbroomCamera(namespace=ns, parameter_overrides=params(
             source=args.source, width=args.width, length=args.length, seed=args.seed,
             encoding=args.encoding, line_rate_hz=float(args.line_rate),
             wait_for_subscribers=2))  # segmenter and waterfall
