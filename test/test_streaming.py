@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from scannernet_ros.codec import Line
+from scannernet_ros.models import build_model
+from scannernet_ros.normalise import InputSpec, Normaliser
+from scannernet_ros.streaming import LineSegmenter
+from scannernet_ros.weights import ModelInfo
+
+P = 4_444_444
+
+
+def _segmenter(name="scannernet", **kw):
+    torch.manual_seed(0)
+    return LineSegmenter(build_model(name), ModelInfo(name), **kw)
+
+
+def _line(width=32, seed=0):
+    return Line(np.random.default_rng(seed).random((3, width), np.float32), ("red", "green", "blue"), "float")
+
+
+def test_per_line_equals_whole_image_model_output():
+    seg = _segmenter()
+    image = np.random.default_rng(1).random((3, 25, 40), np.float32)
+    probs = seg.segment_image(image, "float")
+    x = torch.from_numpy(Normaliser(InputSpec())(image.copy(), "float"))[None]
+    with torch.no_grad():
+        whole = torch.sigmoid(seg.model(x))[0, 0].numpy()
+    np.testing.assert_allclose(probs, whole, atol=1e-6)
+
+
+def test_resets_and_counters():
+    seg = _segmenter(reset_gap_lines=5)
+    seg.process(_line(), 0)
+    seg.process(_line(), P)
+    seg.process(_line(), 4 * P)            # 2 lines missing, below the reset threshold
+    assert seg.counters.dropped == 2 and not seg.counters.resets
+    seg.process(_line(), 20 * P)           # 15 missing: gap reset
+    assert seg.counters.dropped == 17 and seg.counters.resets["stamp_gap"] == 1
+    seg.process(_line(), 10 * P)           # backwards
+    assert seg.counters.resets["stamp_backwards"] == 1
+    seg.process(_line(width=48), 11 * P)   # width change
+    assert seg.counters.resets["width_change"] == 1
+    seg.reset()
+    assert seg.counters.resets["request"] == 1
+    assert seg.counters.lines_in == seg.counters.lines_out == 6
+
+
+def test_gap_reset_can_be_disabled():
+    seg = _segmenter(reset_gap_lines=0)
+    seg.process(_line(), 0)
+    seg.process(_line(), 1000 * P)
+    assert seg.counters.dropped == 999 and not seg.counters.resets
+
+
+def test_gap_reset_gives_fresh_state_output():
+    seg, fresh = _segmenter(), _segmenter()
+    for i in range(10):
+        seg.process(_line(seed=i), i * P)
+    after_gap = seg.process(_line(seed=99), 100 * P)
+    np.testing.assert_array_equal(after_gap, fresh.process(_line(seed=99), 0))
+
+
+def test_whole_image_models_are_refused():
+    with pytest.raises(ValueError, match="whole images only"):
+        LineSegmenter(build_model("cfcn"), ModelInfo("cfcn"))
+
+
+def test_baseline_streams_too():
+    seg = _segmenter("baseline1d")
+    assert seg.process(_line(), 0).shape == (32,)
+
+
+def test_memory_does_not_grow_with_lines():
+    seg = _segmenter()
+    seg.process(_line(), 0)
+    size = sum(t.numel() for t in seg._state)
+    for i in range(1, 500):
+        seg.process(_line(), i * P)
+    assert sum(t.numel() for t in seg._state) == size
+    assert len(seg.compute_ms) <= 4096

@@ -1,0 +1,55 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scannernet_ros.train import TrainConfig, train
+from scannernet_ros.weights import load_model
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="scannernet_small", data=["synthetic:6:48"], batch_size=4, crop=32, strip=8,
+                steps_per_epoch=4, max_epochs=4, patience=100, lr=1e-2, out=str(tmp_path / "run"), device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    progress = train(_cfg(tmp_path, max_epochs=6), log=lambda *_: None)
+    losses = [h["train_loss"] for h in progress["history"]]
+    assert losses[-1] < losses[0]
+    model, info = load_model(tmp_path / "run" / "best.safetensors")
+    assert info.trained and info.training["epochs"] >= 1 and "val_pooled" in info.metrics
+    for name in ("last.safetensors", "train_state.safetensors", "log.csv", "log.json", "curves.png"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    train(_cfg(tmp_path, max_epochs=2), log=lambda *_: None)
+    first = json.loads((tmp_path / "run" / "log.json").read_text())
+    progress = train(_cfg(tmp_path, max_epochs=4, resume=True), log=lambda *_: None)
+    history = progress["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[:2] == first
+    assert progress["step"] == 16
+
+
+@pytest.mark.parametrize("model", ["baseline1d", "cfcn", "cunetpp"])
+def test_every_model_trains(tmp_path, model):
+    progress = train(_cfg(tmp_path, model=model, max_epochs=1), log=lambda *_: None)
+    assert progress["epoch"] == 1
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    """DistributedDataParallel over gloo, two processes, a few steps."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "scannernet_ros.train", "--model", "scannernet_small", "--data", "synthetic:6:48",
+           "--batch-size", "4", "--crop", "32", "--strip", "8", "--steps-per-epoch", "2",
+           "--max-epochs", "2", "--device", "cpu", "--out", str(tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    history = json.loads((tmp_path / "ddp" / "log.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert "2 process(es)" in result.stdout + result.stderr
