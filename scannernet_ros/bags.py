@@ -2,7 +2,9 @@
 
 A scene bag holds exactly what the camera publishes: ``/pushbroom/scanline`` (Image, height 1),
 ``/pushbroom/gt_line`` (mono8: 0 clear, 255 cloud, 127 no data) and one ``/pushbroom/scene``
-(std_msgs/String) marker naming the scene, all stamped on the Landsat 8 line schedule.
+marker (std_msgs/Header: stamp = the scene's first line, frame_id = the scene's name), all stamped
+on the Landsat 8 line schedule.  The marker's stamp lets a listener attribute every line to its
+scene by stamp alone, whatever order its callbacks run in.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ GT_LINE = "/pushbroom/gt_line"
 SCENE = "/pushbroom/scene"
 FRAME_ID = "pushbroom_optical_frame"
 IMAGE = "sensor_msgs/msg/Image"
-STRING = "std_msgs/msg/String"
+MARKER = "std_msgs/msg/Header"
 
 
 class BagError(RuntimeError):
@@ -58,8 +60,7 @@ def write_scene_bag(path: Path, scene: Scene, encoding: str = "16UC4", storage: 
     if plugin is None:
         raise BagError(f"{path}: storage must be 'mcap' or 'sqlite3', got {storage!r}")
     ts = _typestore()
-    Image, Header, Time, String = (ts.types[t] for t in (IMAGE, "std_msgs/msg/Header",
-                                                         "builtin_interfaces/msg/Time", STRING))
+    Image, Header, Time = (ts.types[t] for t in (IMAGE, MARKER, "builtin_interfaces/msg/Time"))
     period = int(1e9 / line_rate_hz)
     staging = path.with_name(f".{path.name}.partial")  # the bag is complete or absent, never torn
     shutil.rmtree(staging, ignore_errors=True)
@@ -77,8 +78,9 @@ def write_scene_bag(path: Path, scene: Scene, encoding: str = "16UC4", storage: 
         with Writer(tmp, version=9 if plugin == StoragePlugin.MCAP else 8, storage_plugin=plugin) as writer:
             scan_conn = writer.add_connection(SCANLINE, IMAGE, typestore=ts)
             gt_conn = writer.add_connection(GT_LINE, IMAGE, typestore=ts) if scene.has_truth else None
-            scene_conn = writer.add_connection(SCENE, STRING, typestore=ts)
-            writer.write(scene_conn, start_ns, ts.serialize_cdr(String(data=scene.name), STRING))
+            scene_conn = writer.add_connection(SCENE, MARKER, typestore=ts)
+            marker = Header(stamp=Time(sec=start_ns // 10**9, nanosec=start_ns % 10**9), frame_id=scene.name)
+            writer.write(scene_conn, start_ns, ts.serialize_cdr(marker, MARKER))
             for start in range(0, scene.length, 256):
                 rho, mask = scene.rows(start, min(start + 256, scene.length))
                 encoded = encode_rows(rho, encoding)
@@ -131,7 +133,7 @@ def read_bag_scene(path: Path, spec: InputSpec = InputSpec()) -> ArrayScene:
     name, rows, truth = Path(path).name, {}, {}
     for m in read_bag(path):
         if m.topic == SCENE:
-            name = m.msg.data
+            name = m.msg.frame_id
             continue
         try:
             line = decode_line(m.msg)

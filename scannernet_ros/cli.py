@@ -31,6 +31,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    summary = evaluate(args.models, args.data, args.out, args.threshold, args.device, args.panels,
+                       args.nonempty_only)
+    from .evaluate import markdown
+    print(markdown(summary))
+    print(f"wrote {args.out}/evaluation.json, evaluation.md and figures")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+    return run(args)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+    convert(args.source, args.out, args.encoding, args.storage, args.per_patch)
+    return 0
+
+
 def markdown_table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -56,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import add_arguments as train_arguments
     train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score models under both 38-Cloud protocols, with figures")
+    from .evaluate import add_arguments as evaluate_arguments
+    evaluate_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="the paper's Tables 2 and 4 here, full swath, end to end over ROS 2")
+    from .bench_args import add_arguments as bench_arguments
+    bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("convert", help="dataset -> rosbag2 bags, one per scene")
+    p.add_argument("source", help="38-Cloud split folder, L8 Biome folder, image file or synthetic:N[:SIZE]")
+    p.add_argument("out", help="folder that will hold one bag per scene (must not exist)")
+    p.add_argument("--encoding", default="16UC4", choices=("16UC4", "rgb16"))
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    p.add_argument("--per-patch", action="store_true", help="38-Cloud: one bag per patch, not per rebuilt scene")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

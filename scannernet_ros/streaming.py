@@ -17,6 +17,7 @@ from torch import nn
 from .codec import ImageFormatError, Line, decode_line
 from .normalise import Normaliser
 from .stats import Window
+from .stepper import make_stepper
 from .weights import ModelInfo, load_model, resolve_model_path
 
 LANDSAT8_LINE_RATE_HZ = 225.0
@@ -41,7 +42,7 @@ class LineSegmenter:
 
     def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu",
                  line_rate_hz: float = LANDSAT8_LINE_RATE_HZ, reset_gap_lines: int = 10,
-                 window: int = 4096) -> None:
+                 window: int = 4096, fused: bool = True) -> None:
         if not getattr(model, "streams", False):
             raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
         if line_rate_hz <= 0:
@@ -55,8 +56,9 @@ class LineSegmenter:
         self.reset_gap_lines = reset_gap_lines
         self.counters = Counters()
         self.compute_ms = Window(window)
+        self.fused = fused
         self.width: int | None = None
-        self._state = None
+        self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
         self._last_stamp: int | None = None
 
     @classmethod
@@ -67,7 +69,7 @@ class LineSegmenter:
 
     def reset(self, reason: str = "request") -> None:
         """Forget the recurrent state; the next line starts from zeros."""
-        self._state = None
+        self.stepper = None
         self.counters.resets[reason] += 1
 
     def reject(self, reason: str) -> None:
@@ -95,16 +97,15 @@ class LineSegmenter:
         t0 = time.perf_counter()
         x = torch.from_numpy(self.normalise(samples, line.kind)).to(self.device)[None]
         with torch.inference_mode():
-            if self._state is None:
-                self._state = self.model.init_state(1, line.width)
-            logits, self._state = self.model.step(x, self._state)
-            prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+            if self.stepper is None:
+                self.stepper = make_stepper(self.model, line.width, self.device, self.fused)
+            prob = self.stepper.step(x).sigmoid_()[0].cpu().numpy()
         self.compute_ms.add((time.perf_counter() - t0) * 1e3)
         self.counters.lines_out += 1
         return prob
 
     def _check_continuity(self, width: int, stamp_ns: int) -> None:
-        if self.width is not None and width != self.width and self._state is not None:
+        if self.width is not None and width != self.width and self.stepper is not None:
             self.reset("width_change")
         self.width = width
         last, self._last_stamp = self._last_stamp, stamp_ns

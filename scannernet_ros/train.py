@@ -28,7 +28,7 @@ from torch import nn
 from .datasets import Sample, load_all, split_by_scene
 from .metrics import NO_DATA, Evaluation
 from .models import build_model, count_parameters, resolve_device
-from .normalise import InputSpec, Normaliser
+from .normalise import InputSpec
 from .weights import ModelInfo, atomic_write, save_model
 
 BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
@@ -76,19 +76,36 @@ def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
                      std=tuple(float(max(s, 1e-3)) for s in values.std(1)))
 
 
-def prepare(samples: list[Sample], spec: InputSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised input and target (-1 where no data) per sample, as tensors, once."""
-    norm = Normaliser(spec)
-    index = [("red", "green", "blue", "nir").index(b) for b in spec.bands]
+def prepare(samples: list[Sample], bands: tuple[str, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Reflectance and target (-1 where no data) per sample, as tensors, once."""
+    index = [("red", "green", "blue", "nir").index(b) for b in bands]
     out = []
     for s in samples:
-        x = norm(s.reflectance[index].copy(), "float")
         y = np.where(s.mask == NO_DATA, -1.0, s.mask).astype(np.float32)
-        out.append((torch.from_numpy(x), torch.from_numpy(y)))
+        out.append((torch.from_numpy(np.ascontiguousarray(s.reflectance[index])), torch.from_numpy(y)))
     return out
 
 
+def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """The Normaliser's standardisation on a batch ``(..., bands, H, W)`` of reflectance."""
+    mean = torch.tensor(spec.mean, dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips, a transpose and a brightness gain: clouds look alike in every direction and light."""
+    if rng.random() < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    if rng.random() < 0.5:
+        x, y = x.flip(-2), y.flip(-2)
+    if rng.random() < 0.5 and x.shape[-1] == x.shape[-2]:
+        x, y = x.transpose(-1, -2), y.transpose(-1, -2)
+    return x * float(rng.uniform(0.85, 1.15)), y
+
+
 def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random crops of reflectance and targets; small images are padded as no data."""
     xs, ys = [], []
     for i in rng.integers(0, len(data), batch):
         x, y = data[i]
@@ -96,11 +113,10 @@ def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple
         ch, cw = min(crop, h), min(crop, w)
         r, c = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         x, y = x[:, r:r + ch, c:c + cw], y[r:r + ch, c:c + cw]
-        if rng.random() < 0.5:  # left-right flips keep the along-track direction intact
-            x, y = x.flip(-1), y.flip(-1)
-        if ch < crop or cw < crop:  # small images: pad as no data
+        if ch < crop or cw < crop:
             x = nn.functional.pad(x, (0, crop - cw, 0, crop - ch))
             y = nn.functional.pad(y, (0, crop - cw, 0, crop - ch), value=-1.0)
+        x, y = augment(x, y, rng)
         xs.append(x)
         ys.append(y)
     return torch.stack(xs), torch.stack(ys)[:, None]
@@ -112,11 +128,11 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(net: nn.Module, data, device: torch.device) -> dict[str, float]:
+def validate(net: nn.Module, data, spec: InputSpec, device: torch.device) -> dict[str, float]:
     net.eval()
     evaluation = Evaluation()
     for i, (x, y) in enumerate(data):
-        logits = net(x[None].to(device))[0, 0].float().cpu().numpy()
+        logits = net(normalise(x, spec)[None].to(device))[0, 0].float().cpu().numpy()
         truth = np.where(y.numpy() < 0, NO_DATA, y.numpy()).astype(np.uint8)
         evaluation.add(str(i), logits >= 0.0, truth)
     net.train()
@@ -189,7 +205,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise ValueError(f"need training and validation samples, got {len(train_samples)} and {len(val_samples)}")
     bands = BAND_SETS[cfg.bands]
     spec = input_spec(train_samples, bands)
-    train_data, val_data = prepare(train_samples, spec), prepare(val_samples, spec)
+    train_data, val_data = prepare(train_samples, bands), prepare(val_samples, bands)
     pixels = sum(y.numel() for _, y in train_data)
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop ** 2 * cfg.batch_size * world)))
 
@@ -219,7 +235,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         losses = []
         for _ in range(steps_per_epoch):
             x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng)
-            x, y = x.to(device), y.to(device)
+            x, y = normalise(x, spec).to(device), y.to(device)
             state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
             for r in range(0, x.shape[2], strip):
                 with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -238,7 +254,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         progress["seconds"] = time.monotonic() - started
         if not main_process:
             continue
-        val = validate(net, val_data, device)
+        val = validate(net, val_data, spec, device)
         row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
                "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
                "seconds": round(progress["seconds"], 1)}

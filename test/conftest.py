@@ -43,9 +43,18 @@ def random_weights(tmp_path_factory) -> Path:
     """An untrained ScannerNet file: the tests check plumbing and equality, not accuracy."""
     from scannernet_ros.models import build_model
     from scannernet_ros.weights import ModelInfo, save_model
+    from scannernet_ros.normalise import InputSpec, Normaliser
+    from scannernet_ros.scenes.synthetic import SyntheticScene
     torch.manual_seed(1234)
+    model = build_model("scannernet").eval()
+    # Centre the output on synthetic scenes so masks hold both classes: tests that compare masks
+    # must not pass merely because everything is clear.
+    rho, _ = SyntheticScene(64, 64, seed=99).rows(0, 64)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(Normaliser(InputSpec())(rho[:3].copy(), "float"))[None])
+        model.head.bias -= logits.median()
     path = tmp_path_factory.mktemp("weights") / "scannernet_random.safetensors"
-    save_model(path, build_model("scannernet"), ModelInfo("scannernet", {"hidden": (4, 8), "kernel_size": 9}))
+    save_model(path, model, ModelInfo("scannernet", {"hidden": (4, 8), "kernel_size": 9}))
     return path
 
 

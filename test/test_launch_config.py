@@ -53,22 +53,34 @@ def test_launch_arguments_are_all_used(path):
 
 
 def _node_classes():
+    from scannernet_ros.nodes.bag_player import BagPlayer
+    from scannernet_ros.nodes.evaluator import Evaluator
     from scannernet_ros.nodes.pushbroom_camera import PushbroomCamera
     from scannernet_ros.nodes.segmenter import Segmenter
     from scannernet_ros.nodes.waterfall import WaterfallNode
-    return {"pushbroom_camera": PushbroomCamera, "segmenter": Segmenter, "waterfall": WaterfallNode}
+    return {"pushbroom_camera": PushbroomCamera, "segmenter": Segmenter, "waterfall": WaterfallNode,
+            "bag_player": BagPlayer, "evaluator": Evaluator}
 
 
-def test_pipeline_config_loads_into_the_real_nodes(random_weights, tmp_path):
+@pytest.mark.parametrize("config_name", ["pipeline.yaml", "replay_eval.yaml"])
+def test_config_loads_into_the_real_nodes(config_name, random_weights, tmp_path):
     import rclpy
-    config = yaml.safe_load((REPO / "config" / "pipeline.yaml").read_text())
-    config["/**/segmenter"]["ros__parameters"]["model"] = str(random_weights)
-    config["/**/pushbroom_camera"]["ros__parameters"]["length"] = 10
-    params_file = tmp_path / "pipeline.yaml"
+    from scannernet_ros.bags import write_scene_bag
+    from scannernet_ros.scenes.synthetic import SyntheticScene
+    write_scene_bag(tmp_path / "bag", SyntheticScene(8, 4))
+    config = yaml.safe_load((REPO / "config" / config_name).read_text())
+    overrides = {"segmenter": {"model": str(random_weights)}, "pushbroom_camera": {"length": 10},
+                 "bag_player": {"bag": str(tmp_path / "bag")}, "evaluator": {"report_path": str(tmp_path / "r.json")}}
+    for name, values in overrides.items():
+        if f"/**/{name}" in config:
+            config[f"/**/{name}"]["ros__parameters"].update(values)
+    params_file = tmp_path / config_name
     params_file.write_text(yaml.safe_dump(config))
     rclpy.init(args=["--ros-args", "--params-file", str(params_file), "-r", "__ns:=/pushbroom"])
     try:
         for name, cls in _node_classes().items():
+            if f"/**/{name}" not in config:
+                continue
             node = cls()
             try:
                 declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}

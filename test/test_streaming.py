@@ -75,8 +75,30 @@ def test_baseline_streams_too():
 def test_memory_does_not_grow_with_lines():
     seg = _segmenter()
     seg.process(_line(), 0)
-    size = sum(t.numel() for t in seg._state)
+    size = sum(t.numel() for t in seg.stepper.state_tensors())
     for i in range(1, 500):
         seg.process(_line(), i * P)
-    assert sum(t.numel() for t in seg._state) == size
+    assert sum(t.numel() for t in seg.stepper.state_tensors()) == size
     assert len(seg.compute_ms) <= 4096
+
+
+@pytest.mark.parametrize("name", ["scannernet", "scannernet_small"])
+@pytest.mark.parametrize("width", [1, 5, 384])
+def test_fused_stepper_agrees_with_model_step(name, width):
+    from scannernet_ros.stepper import FusedStepper, ModelStepper
+    torch.manual_seed(7)
+    net = build_model(name).eval()
+    fused, plain = FusedStepper(net, width, torch.device("cpu")), ModelStepper(net, width, torch.device("cpu"))
+    with torch.inference_mode():
+        for i in range(50):
+            x = torch.randn(1, 3, width)
+            torch.testing.assert_close(fused.step(x), plain.step(x), atol=1e-6, rtol=1e-5)
+        for a, b in zip(fused.state_tensors(), plain.state_tensors()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_fused_and_plain_segmenters_give_the_same_masks():
+    image = np.random.default_rng(3).random((3, 60, 50), np.float32)
+    fused = _segmenter().segment_image(image, "float")
+    plain = _segmenter(fused=False).segment_image(image, "float")
+    np.testing.assert_allclose(fused, plain, atol=1e-6)

@@ -18,6 +18,7 @@ from std_msgs.msg import Header
 from ..camera import scan, truth_mono8
 from ..codec import INPUT_ENCODINGS
 from ..diagnostics import OK, WARN, Report
+from ..pacing import run_paced, wait_for
 from ..scenes import open_scene
 from ..streaming import LANDSAT8_LINE_RATE_HZ
 from .ros_common import ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node
@@ -71,21 +72,17 @@ class PushbroomCamera(Node):
                                f"{self.encoding} at {self.line_rate or 'max'} lines/s")
 
     def acquire(self) -> None:
-        while self.scan_pub.get_subscription_count() < self.wait_for:
-            if self._stop.wait(0.01):
-                return
+        if not wait_for(lambda: self.scan_pub.get_subscription_count() >= self.wait_for, self._stop):
+            return
         self.t0_ns = time.time_ns()
-        for line in self.lines:
-            stamp_ns = self.t0_ns + line.index * self.period_ns
-            if self.line_rate > 0 and self._stop.wait(max(0.0, (stamp_ns - time.time_ns()) / 1e9)):
-                return
-            if self._stop.is_set():
-                return
-            self.publish(line, stamp_ns)
-            if self.line_rate == 0 and self.published % self.batch == 0:
-                self.scan_pub.wait_for_all_acked(Duration(seconds=10))
-        self.finished = True
-        self.get_logger().info(f"scene finished after {self.published} lines")
+        due = (lambda line: self.stamp_of(line)) if self.line_rate > 0 else None
+        if run_paced(self.lines, lambda line: self.publish(line, self.stamp_of(line)), self._stop, due,
+                     flush=lambda: self.scan_pub.wait_for_all_acked(Duration(seconds=10)), batch=self.batch):
+            self.finished = True
+            self.get_logger().info(f"scene finished after {self.published} lines")
+
+    def stamp_of(self, line) -> int:
+        return self.t0_ns + line.index * self.period_ns
 
     def publish(self, line, stamp_ns: int) -> None:
         header = Header(stamp=from_ns(stamp_ns), frame_id=self.frame_id)

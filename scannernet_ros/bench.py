@@ -1,0 +1,249 @@
+"""``scannernet bench``: the paper's Tables 2 and 4 on this machine, full-swath throughput, and the
+pipeline end to end over ROS 2.  Prints Markdown tables and writes them with JSON to ``--out``.
+
+Timing protocol of the paper's Table 4: each test runs ``runs`` times in a row, the first 10 are
+discarded, the mean (and p50/p99) of the rest is reported.  ScannerNet's latency is one line
+(the time to the first mask line), the other networks' a whole 384x384 image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cli import markdown_table
+from .codec import Line
+from .memory import PAPER_TABLE2_MB, torchinfo_mb
+from .models import REGISTRY, build_model, count_parameters
+from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
+from .weights import ModelInfo
+
+SIZE = 384
+SWATH = 6916  # Landsat 8 OLI pixels per line
+PAPER_TABLE4_MS = {"cunetpp": (638.6, 27.9), "cfcn": (296.1, 11.1), "scannernet": (91.5, 4.6),
+                   "scannernet_small": (80.3, 4.5)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def timed(fn, runs: int, discard: int = 10, sync=lambda: None) -> dict[str, float]:
+    """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    t = np.asarray(times[discard:])
+    return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+
+
+def _segmenter(name: str, device: torch.device, fused: bool = True) -> LineSegmenter:
+    torch.manual_seed(0)
+    return LineSegmenter(build_model(name), ModelInfo(name), device, reset_gap_lines=0, fused=fused)
+
+
+def _line(width: int, seed: int = 0) -> Line:
+    dn = np.random.default_rng(seed).integers(6000, 40000, (3, width), dtype=np.uint16)
+    return Line(dn, ("red", "green", "blue"), "uint16")
+
+
+def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, fused: bool = True) -> dict:
+    """Time to the first mask line: one LineSegmenter.process from uint16 samples to probabilities."""
+    seg = _segmenter(name, device, fused)
+    line = _line(width)
+    stamp = iter(range(0, 1 << 62, seg.line_period_ns))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return timed(lambda: seg.process(line, next(stamp)), runs, sync=sync)
+
+
+def image_latency(name: str, device: torch.device, runs: int) -> dict:
+    torch.manual_seed(0)
+    net = build_model(name).to(device).eval()
+    x = torch.randn(1, 3, SIZE, SIZE, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        return timed(lambda: net(x), runs, sync=sync)
+
+
+# -- 1. memory -------------------------------------------------------------------------------
+
+_PEAK = """
+import sys, torch, numpy as np
+torch.set_num_threads(1)
+from scannernet_ros.models import build_model
+from scannernet_ros.streaming import LineSegmenter
+from scannernet_ros.weights import ModelInfo
+from scannernet_ros.codec import Line
+name = sys.argv[1]
+net = build_model(name).eval()
+rows = np.random.default_rng(0).integers(6000, 40000, (3, 384, 384), dtype=np.uint16)
+x = torch.randn(1, 3, 384, 384)
+with torch.inference_mode():
+    if net.streams:
+        seg = LineSegmenter(net, ModelInfo(name), reset_gap_lines=0)
+        seg.process(Line(rows[:, 0], ("red", "green", "blue"), "uint16"), 0)
+    else:
+        net(x[:, :, :8, :8])
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
+    before = status("VmHWM")
+    if net.streams:
+        for r in range(384):
+            seg.process(Line(rows[:, r], ("red", "green", "blue"), "uint16"), (r + 1) * seg.line_period_ns)
+    else:
+        net(x)
+    after = status("VmHWM")
+print((after - before) / 1024)
+"""
+
+
+def measured_peak_mb(name: str) -> float:
+    """Peak RSS growth (Linux VmHWM, reset just before) of a fresh process during one 384x384 image,
+    streamed line by line for the streaming models."""
+    out = subprocess.run([sys.executable, "-c", _PEAK, name], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_table() -> tuple[list, list]:
+    rows = [("model", "parameters", "torchinfo MB (this run)", "paper Table 2 MB", "measured peak RSS growth MB")]
+    data = []
+    for name in REGISTRY:
+        mb, peak = torchinfo_mb(name), measured_peak_mb(name)
+        data.append({"model": name, "parameters": count_parameters(build_model(name)), "torchinfo_mb": mb,
+                     "paper_mb": PAPER_TABLE2_MB[name], "peak_rss_mb": peak})
+        rows.append((name, f"{data[-1]['parameters']:,}", f"{mb:.2f}", f"{PAPER_TABLE2_MB[name]:.2f}", f"{peak:.2f}"))
+    return rows, data
+
+
+# -- 2. latency ------------------------------------------------------------------------------
+
+def latency_table(runs: int) -> tuple[list, list]:
+    devices = [("cpu", 1), ("cpu", os.cpu_count() or 1)]
+    if torch.cuda.is_available():
+        devices.append(("cuda", None))
+    rows = [("model", "unit", "device", "threads", "mean ms", "p50 ms", "p99 ms", "paper (Jetson Nano) ms")]
+    data = []
+    for dev, threads in devices:
+        if threads:
+            torch.set_num_threads(threads)
+        device = torch.device(dev)
+        cases = [(n, "line", lambda n=n: line_latency(n, device, runs)) for n in ("scannernet", "scannernet_small", "baseline1d")]
+        cases.append(("scannernet (plain eager step)", "line",
+                      lambda: line_latency("scannernet", device, runs, fused=False)))
+        cases += [(n, "image", lambda n=n: image_latency(n, device, runs)) for n in ("cfcn", "cunetpp", "baseline1d")]
+        for name, unit, fn in cases:
+            t = fn()
+            paper = PAPER_TABLE4_MS.get(name)
+            ref = "" if paper is None or unit != ("line" if "scannernet" in name else "image") else \
+                f"{paper[0 if dev == 'cpu' else 1]}"
+            data.append({"model": name, "unit": unit, "device": dev, "threads": threads, **t})
+            rows.append((name, f"{unit} ({SIZE} px)" if unit == "line" else f"image {SIZE}x{SIZE}", dev,
+                         str(threads or "-"), f"{t['mean']:.4f}", f"{t['p50']:.4f}", f"{t['p99']:.4f}", ref))
+    torch.set_num_threads(1)
+    return rows, data
+
+
+# -- 3. full swath ---------------------------------------------------------------------------
+
+def swath_table(lines: int) -> tuple[list, list]:
+    rows = [("model", "device", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
+    data = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    torch.set_num_threads(1)
+    for dev in devices:
+        for name in ("scannernet", "scannernet_small"):
+            t = line_latency(name, torch.device(dev), lines + 10, width=SWATH)
+            rate = 1e3 / t["mean"]
+            data.append({"model": name, "device": dev, "lines_per_s": rate, "rtf": rate / LANDSAT8_LINE_RATE_HZ})
+            rows.append((name, dev, "1" if dev == "cpu" else "-", f"{SWATH:,}", f"{rate:.0f}",
+                         f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
+    return rows, data
+
+
+# -- 4./5. end to end over ROS 2 --------------------------------------------------------------
+
+def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, list]:
+    from .nodes.bench_ros import end_to_end, rss_over_length
+    rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
+             "stamp->mask p50 ms", "p99 ms", "max ms", "scanline->mask p50 ms", "p99 ms", "lines/s")]
+    data = []
+    for width in (SIZE, SWATH):
+        for rate in (LANDSAT8_LINE_RATE_HZ, 0.0):
+            r = end_to_end(weights, width, rate, lines)
+            data.append(r)
+            stamp = r["stamp_to_mask_ms"]
+            turn = r["scanline_to_mask_ms"]
+            fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+            rows.append((f"{width:,}", f"{rate:.0f} Hz" if rate else "max (lossless)", str(lines), str(r["received"]),
+                         str(r["lost"]), str(r["disorder"]), fmt(stamp.get("p50")), fmt(stamp.get("p99")),
+                         fmt(stamp.get("max")), fmt(turn["p50"]), fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
+    rss = rss_over_length(weights, long_lines)
+    rss_rows = [("segmenter RSS after 1,000 lines MB", f"after {long_lines:,} lines MB", "growth MB"),
+                (f"{rss['rss_1000_mb']:.1f}", f"{rss['rss_end_mb']:.1f}", f"{rss['rss_end_mb'] - rss['rss_1000_mb']:.2f}")]
+    return rows, data, [rss_rows, rss]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    report = {"machine": machine(), "command": "scannernet bench " + " ".join(sys.argv[2:])}
+    md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]
+
+    def section(title: str, rows: list) -> None:
+        text = markdown_table(rows)
+        print(f"\n## {title}\n\n{text}", flush=True)
+        md.extend([f"## {title}", "", text, ""])
+
+    rows, report["memory"] = memory_table()
+    section("Memory (paper Table 2: torchinfo forward pass, one line or one 384x384 image)", rows)
+    rows, report["latency"] = latency_table(args.runs)
+    section(f"Latency (paper Table 4 protocol: {args.runs} runs, first 10 discarded)", rows)
+    cpu1 = {(d["model"], d["unit"]): d["mean"] for d in report["latency"] if d["device"] == "cpu" and d["threads"] == 1}
+    ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet", "line")]
+    small_ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet_small", "line")]
+    report["first_line_speedup_vs_cfcn"] = {"scannernet": ratio, "scannernet_small": small_ratio}
+    text = (f"C-FCN whole image / first mask line, CPU, 1 thread: ScannerNet {ratio:.0f}x, "
+            f"ScannerNet Small {small_ratio:.0f}x (the paper's Jetson figure for Small vs C-FCN: 3.7x)")
+    print("\n" + text)
+    md.extend([text, ""])
+    rows, report["swath"] = swath_table(args.swath_lines)
+    section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)
+    if not args.no_ros:
+        with tempfile.TemporaryDirectory() as tmp:
+            from .weights import save_model
+            weights = Path(tmp) / "scannernet.safetensors"
+            torch.manual_seed(0)
+            save_model(weights, build_model("scannernet"), ModelInfo("scannernet", dict(REGISTRY["scannernet"].config)))
+            rows, report["end_to_end"], (rss_rows, report["rss"]) = ros_runs(args.ros_lines, args.long_lines, weights)
+        section("End to end over ROS 2 (camera and segmenter in separate processes, reliable QoS)", rows)
+        section("Segmenter memory over scene length", rss_rows)
+    (out / "bench.json").write_text(json.dumps(report, indent=1))
+    (out / "bench.md").write_text("\n".join(md))
+    print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}")
+    return 0

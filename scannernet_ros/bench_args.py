@@ -1,0 +1,13 @@
+"""Arguments of ``scannernet bench`` (kept apart so ``scannernet --help`` stays light)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=500, help="repetitions per latency test (first 10 discarded)")
+    p.add_argument("--swath-lines", type=int, default=500, help="lines timed at full swath")
+    p.add_argument("--ros-lines", type=int, default=2000, help="lines per end-to-end ROS 2 run")
+    p.add_argument("--long-lines", type=int, default=100_000, help="scene length for the RSS-over-length run")
+    p.add_argument("--no-ros", action="store_true", help="skip the ROS 2 end-to-end runs")
+    p.add_argument("--out", default="out/bench")

@@ -1,0 +1,127 @@
+"""Offline evaluation, running each model exactly as it runs on board.
+
+Streaming models go line by line through :class:`LineSegmenter` (state reset at each patch or
+scene); C-FCN and C-UNet++ see whole patches.  Scores under both 38-Cloud protocols (pooled and
+per-scene mean), plus parameters and memory.  Outputs: JSON, a Markdown table, PNG panels in the
+manner of the paper's Figure 3 and an IoU-versus-memory plot in the manner of its Figure 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import Sample, load_all
+from .metrics import Evaluation
+from .models import count_parameters, resolve_device, state_bytes_per_pixel
+from .normalise import Normaliser
+from .render import display_rgb, mask_rgb, save_panels
+from .scenes import BANDS
+from .streaming import LineSegmenter
+from .weights import atomic_write, load_model, resolve_model_path
+
+
+class Predictor:
+    """One model, run the way the segmenter node (or a whole-image pipeline) would run it."""
+
+    def __init__(self, model: str, device: torch.device) -> None:
+        self.path = resolve_model_path(model)
+        self.net, self.info = load_model(self.path, device)
+        self.name = model
+        self.device = device
+        self.index = [BANDS.index(b) for b in self.info.input.bands]
+        self.segmenter = LineSegmenter(self.net, self.info, device, reset_gap_lines=0) if self.net.streams else None
+
+    def probabilities(self, sample: Sample) -> np.ndarray:
+        samples = sample.reflectance[self.index]
+        if self.segmenter is not None:
+            self.segmenter.reset("scene")
+            return self.segmenter.segment_image(samples, "float")
+        x = torch.from_numpy(Normaliser(self.info.input)(samples.copy(), "float"))[None].to(self.device)
+        with torch.inference_mode():
+            return torch.sigmoid(self.net(x))[0, 0].float().cpu().numpy()
+
+
+def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0.5, device: str = "cpu",
+             panels: int = 4, nonempty_only: bool = False, log=print) -> dict:
+    samples = load_all(data, nonempty_only)
+    predictors = [Predictor(m, resolve_device(device)) for m in models]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, shown = {}, {}
+    for p in predictors:
+        evaluation = Evaluation()
+        for i, sample in enumerate(samples):
+            pred = p.probabilities(sample) >= threshold
+            evaluation.add(sample.scene, pred, sample.mask)
+            if i < panels:
+                shown.setdefault(i, []).append(pred)
+        report = evaluation.report()
+        results[p.name] = {
+            "architecture": p.info.architecture, "weights": str(p.path), "trained": p.info.trained,
+            "parameters": count_parameters(p.net), "state_bytes_per_pixel": state_bytes_per_pixel(p.net),
+            "runs": "per line" if p.segmenter is not None else "whole image",
+            **report,
+        }
+        log(f"{p.name}: pooled IoU {report['pooled']['iou']:.4f}, per-scene IoU {report['per_scene_mean']['iou']:.4f}")
+    summary = {"threshold": threshold, "data": data, "samples": len(samples),
+               "scenes": len({s.scene for s in samples}), "models": results}
+    atomic_write(out / "evaluation.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=float)))
+    atomic_write(out / "evaluation.md", lambda tmp: Path(tmp).write_text(markdown(summary)))
+    for i, preds in shown.items():
+        s = samples[i]
+        save_panels(out / f"panel_{i:02d}_{s.name}.png", [display_rgb(s.reflectance), mask_rgb(s.mask)]
+                    + [mask_rgb(p.astype(np.uint8)) for p in preds])
+    try:
+        plot_iou_memory(summary, out / "iou_vs_memory.png")
+    except ImportError:
+        pass
+    return summary
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"Threshold {summary['threshold']}, {summary['samples']} images from {summary['scenes']} scenes "
+             f"({', '.join(summary['data'])}).", "",
+             "| model | params | runs | protocol | IoU | F1 | Acc. | Prec. | Rec. | Spec. |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in summary["models"].items():
+        for protocol, label in (("pooled", "pooled pixels"), ("per_scene_mean", "per-scene mean")):
+            s = r[protocol]
+            lines.append(f"| {name} | {r['parameters']:,} | {r['runs']} | {label} | " + " | ".join(
+                _pct(s[k]) for k in ("iou", "f1", "accuracy", "precision", "recall", "specificity")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_iou_memory(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .memory import torchinfo_mb
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, r in summary["models"].items():
+        mb = torchinfo_mb(r["architecture"])
+        ax.scatter(mb, 100 * r["pooled"]["iou"])
+        ax.annotate(name, (mb, 100 * r["pooled"]["iou"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xscale="log", xlabel="forward-pass memory, torchinfo (MB)", ylabel="IoU, pooled (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=["scannernet", "scannernet_small"],
+                   help="registry names (shipped weights) or .safetensors paths")
+    p.add_argument("--data", nargs="+", required=True, help="bags, 38-Cloud split, L8 Biome folder, synthetic:N")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--panels", type=int, default=4, help="how many images to draw as PNG panels")
+    p.add_argument("--nonempty-only", action="store_true", help="38-Cloud: only the official non-empty patches")
+    p.add_argument("--out", default="out/evaluation")

@@ -1,0 +1,90 @@
+"""evaluator: scores ``mask_line`` against ``gt_line`` during a replay, paired by header stamp.
+
+Running metrics go to /diagnostics; when ``replay_done`` arrives (and ``settle_s`` has passed for
+the last masks) the JSON report is written to ``report_path``.  Ground-truth lines whose mask never
+came are lost masks: the report's status is FAIL and the diagnostics level ERROR.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Empty, Header
+
+from ..diagnostics import ERROR, OK, Report
+from ..replay_eval import StampPairing
+from ..weights import atomic_write
+from .bag_player import LATCHED, MARKERS
+from .ros_common import declare, diagnostic_array, qos, run_node, to_ns
+
+STATUS_NAME = "scannernet_ros: evaluator"
+
+
+class Evaluator(Node):
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("evaluator", **kwargs)
+        self.report_path = Path(declare(self, "report_path", "out/replay_evaluation.json", "where the JSON report is written"))
+        self.settle_s = declare(self, "settle_s", 2.0, "seconds to wait for the last masks after replay_done", (0.0, 3600.0))
+        self.pairing = StampPairing()
+        self.report: dict | None = None
+        self.write_error: str | None = None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "mask_line", self.on_mask, qos("reliable", 0))
+        self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
+        self.create_subscription(Header, "scene", self.on_scene, MARKERS)
+        self.create_subscription(Empty, "replay_done", self.on_done, LATCHED)
+        self.create_timer(1.0, self.on_diagnostics)
+        self._finish_timer = None
+
+    def on_mask(self, msg: Image) -> None:
+        self.pairing.add_mask(to_ns(msg.header.stamp), np.frombuffer(bytes(msg.data), np.uint8)[:msg.width])
+
+    def on_truth(self, msg: Image) -> None:
+        self.pairing.add_truth(to_ns(msg.header.stamp), np.frombuffer(bytes(msg.data), np.uint8)[:msg.width])
+
+    def on_scene(self, msg: Header) -> None:
+        self.pairing.add_scene(to_ns(msg.stamp), msg.frame_id)
+
+    def on_done(self, msg: Empty) -> None:
+        if self._finish_timer is None:
+            self._finish_timer = self.create_timer(max(self.settle_s, 1e-3), self.finish)
+
+    def finish(self) -> None:
+        self._finish_timer.cancel()
+        self.report = self.pairing.report()
+        try:
+            self.report_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.report_path, lambda tmp: Path(tmp).write_text(json.dumps(self.report, indent=1, default=float)))
+        except OSError as exc:
+            self.write_error = f"cannot write report {self.report_path}: {exc}"
+            self.get_logger().error(self.write_error)
+        log = self.get_logger().info if self.report["status"] == "ok" else self.get_logger().error
+        log(f"replay evaluation {self.report['status']}: {self.report['lines_paired']} lines, "
+            f"pooled IoU {self.report['pooled']['iou']:.4f}, lost masks {self.report['lost_masks']}")
+        self.on_diagnostics()
+
+    def on_diagnostics(self) -> None:
+        p = self.pairing
+        pooled = p.evaluation.pooled()
+        values = {"lines paired": str(p.paired), "masks waiting for truth": str(len(p.masks)),
+                  "truth waiting for masks": str(len(p.truth)), "scenes": str(len(p.scene_names)),
+                  "pooled iou": f"{pooled['iou']:.4f}", "pooled f1": f"{pooled['f1']:.4f}",
+                  "report": str(self.report_path) if self.report else "pending"}
+        if self.report is not None and (self.report["status"] != "ok" or self.write_error):
+            level, message = ERROR, self.write_error or f"{self.report['lost_masks']} masks lost"
+        else:
+            level, message = OK, "done" if self.report else "evaluating"
+        self.diag_pub.publish(diagnostic_array(self, STATUS_NAME, Report(level, message, values)))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Evaluator, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
