@@ -99,8 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Known failures (bad files, bad arguments, full disks) are one line and exit status 2."""
+    from .bags import BagError
+    from .scenes import DatasetError
+    from .weights import WeightsError
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (WeightsError, DatasetError, BagError, ValueError, OSError) as exc:
+        print(f"scannernet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import ArrayScene
+from .scenes import ArrayScene, DatasetError
 from .scenes.biome import biome_patches, read_biome
-from .scenes.cloud38 import DatasetError, find_split, is_cloud38, parse_patch_name, read_patch
+from .scenes.cloud38 import find_split, is_cloud38, parse_patch_name, read_patch
 from .scenes.synthetic import SyntheticScene
 
 

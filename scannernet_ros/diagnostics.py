@@ -61,6 +61,8 @@ class SegmenterReporter:
             "lines per second": f"{rate:.1f}",
             "real-time factor": "nan" if math.isnan(rtf) else f"{rtf:.1f}",
             "line rate hz": f"{1e3 / line_period_ms:.1f}",
+            "state since stamp ns": str(core.state_since_ns) if core.state_since_ns is not None else "none",
+            "state lines": str(core.state_lines),
             "device": device, "model": model,
             "width": str(core.width or 0),
         }

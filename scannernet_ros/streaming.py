@@ -59,6 +59,8 @@ class LineSegmenter:
         self.fused = fused
         self.width: int | None = None
         self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
+        self.state_since_ns: int | None = None  # stamp of the first line the current state has seen
+        self.state_lines = 0                    # lines folded into the current state
         self._last_stamp: int | None = None
 
     @classmethod
@@ -99,8 +101,10 @@ class LineSegmenter:
         with torch.inference_mode():
             if self.stepper is None:
                 self.stepper = make_stepper(self.model, line.width, self.device, self.fused)
+                self.state_since_ns, self.state_lines = stamp_ns, 0
             prob = self.stepper.step(x).sigmoid_()[0].cpu().numpy()
         self.compute_ms.add((time.perf_counter() - t0) * 1e3)
+        self.state_lines += 1
         self.counters.lines_out += 1
         return prob
 

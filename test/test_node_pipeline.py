@@ -63,7 +63,7 @@ def test_across_processes_2000_lines_at_225_hz(ros, random_weights):
     camera = None
     try:
         with NodeThreads([recorder]):
-            assert wait_until(lambda: recorder.count_publishers(f"/{ns}/mask_line") >= 1, 30), stop(segmenter)
+            assert wait_until(lambda: recorder.connected(), 30), stop(segmenter)
             camera = start("pushbroom_camera", ns, length=lines, width=384, line_rate_hz=225.0,
                            wait_for_subscribers=1, qos_reliability="reliable")
             assert recorder.wait_for(lines, 60), f"{len(recorder.stamps)} of {lines} mask lines arrived"

@@ -39,15 +39,29 @@ def test_replay_report_equals_offline_evaluation(ros, random_weights, tmp_path):
 
 
 def test_lost_masks_are_a_failure(ros, tmp_path):
-    """Ground truth without masks (no segmenter running): the report says FAIL and counts them."""
+    """A segmenter that answers only every other line: the report says FAIL and counts the rest."""
+    import numpy as np
+    import rclpy
+    from sensor_msgs.msg import Image
+
     from scannernet_ros.nodes.bag_player import BagPlayer
     from scannernet_ros.nodes.evaluator import Evaluator
-    from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.nodes.ros_common import NodeThreads, line_image, qos
 
     convert("synthetic:1:16", str(tmp_path / "bags"))
-    evaluator = Evaluator(namespace="lost", parameter_overrides=params(report_path=str(tmp_path / "r.json"), settle_s=0.2))
-    player = BagPlayer(namespace="lost", parameter_overrides=params(bag=str(tmp_path / "bags"), rate=0.0, wait_for_subscribers=1))
-    with NodeThreads([evaluator, player]):
+    ns = "lost"
+    lossy = rclpy.create_node("lossy_segmenter", namespace=ns)
+    masks = lossy.create_publisher(Image, "mask_line", qos("reliable", 0))
+    seen = []
+
+    def answer_every_other(msg):
+        seen.append(msg)
+        if len(seen) % 2:
+            masks.publish(line_image(msg.header, np.zeros(msg.width, np.uint8), "mono8"))
+    lossy.create_subscription(Image, "scanline", answer_every_other, qos("reliable", 0))
+    evaluator = Evaluator(namespace=ns, parameter_overrides=params(report_path=str(tmp_path / "r.json"), settle_s=0.3))
+    player = BagPlayer(namespace=ns, parameter_overrides=params(bag=str(tmp_path / "bags"), rate=0.0, wait_for_subscribers=2))
+    with NodeThreads([lossy, evaluator, player]):
         assert wait_until(lambda: evaluator.report is not None, 30)
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["status"] == "FAIL" and report["lost_masks"] == 16 and report["lines_paired"] == 0
+    assert report["status"] == "FAIL" and report["lost_masks"] == 8 and report["lines_paired"] == 8

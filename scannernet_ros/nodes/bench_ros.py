@@ -93,7 +93,7 @@ def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
             with NodeThreads([observer]):
                 segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
                 deadline = time.monotonic() + 30
-                while observer.count_publishers(f"/{ns}/mask_line") < 1 and time.monotonic() < deadline:
+                while not observer.connected() and time.monotonic() < deadline:
                     time.sleep(0.05)
                 camera = _start("pushbroom_camera", ns, source=source, width=width, length=lines,
                                 line_rate_hz=float(rate), wait_for_subscribers=2, qos_depth=0)
@@ -127,7 +127,7 @@ def rss_over_length(weights: Path, lines: int) -> dict:
             segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
             proc = psutil.Process(segmenter.pid)
             deadline = time.monotonic() + 30
-            while recorder.count_publishers(f"/{ns}/mask_line") < 1 and time.monotonic() < deadline:
+            while not recorder.connected() and time.monotonic() < deadline:
                 time.sleep(0.05)
             camera = _start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=0.0,
                             wait_for_subscribers=1, qos_depth=0)

@@ -39,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, device=args.device, line_rate_hz=args.line_rate or 225.0))
         recorder = Recorder(namespace=ns)
         waterfall = WaterfallNode(namespace=ns)
+        listeners = NodeThreads([segmenter, recorder, waterfall])
+        deadline = time.monotonic() + 10
+        while not recorder.connected() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the first mask lines must not go unheard
         camera = PushbroomCamera(namespace=ns, parameter_overrides=params(
             source=args.source, width=args.width, length=args.length, seed=args.seed,
             encoding=args.encoding, line_rate_hz=float(args.line_rate),
             wait_for_subscribers=2))  # segmenter and waterfall
-        nodes = NodeThreads([segmenter, recorder, waterfall, camera])
+        nodes = NodeThreads([camera])
         try:
             start = time.monotonic()
             budget = 30.0 + (lines / args.line_rate * 3 if args.line_rate else lines * 0.01)
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(args.diagnostics_wait)
         finally:
             nodes.shutdown()
+            listeners.shutdown()
     finally:
         rclpy.try_shutdown()
     print(f"  lines in {segmenter.core.counters.lines_in:6d} / {lines}   mask lines out {len(recorder.stamps):6d}")

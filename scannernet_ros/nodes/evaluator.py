@@ -34,12 +34,19 @@ class Evaluator(Node):
         self.report: dict | None = None
         self.write_error: str | None = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "mask_line", self.on_mask, qos("reliable", 0))
-        self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
+        self.mask_sub = self.create_subscription(Image, "mask_line", self.on_mask, qos("reliable", 0))
         self.create_subscription(Header, "scene", self.on_scene, MARKERS)
+        # Ground truth is subscribed only once a segmenter's mask_line is connected: the bag player
+        # waits for this subscriber, so playback cannot start while masks would still go unheard.
+        self._connect_timer = self.create_timer(0.05, self.connect_truth)
         self.create_subscription(Empty, "replay_done", self.on_done, LATCHED)
         self.create_timer(1.0, self.on_diagnostics)
         self._finish_timer = None
+
+    def connect_truth(self) -> None:
+        if self.mask_sub.get_publisher_count() >= 1:
+            self._connect_timer.cancel()
+            self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
 
     def on_mask(self, msg: Image) -> None:
         self.pairing.add_mask(to_ns(msg.header.stamp), np.frombuffer(bytes(msg.data), np.uint8)[:msg.width])

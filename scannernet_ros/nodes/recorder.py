@@ -29,7 +29,7 @@ class Recorder(Node):
         self.frame_ids: set[str] = set()
         self.statuses: dict[str, object] = {}
         self.changed = threading.Condition()
-        self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
+        self.mask_sub = self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
         if gt_topic:
             self.create_subscription(Image, gt_topic, self.on_truth, qos("reliable", 0))
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
@@ -51,6 +51,10 @@ class Recorder(Node):
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.statuses[status.name] = status
+
+    def connected(self) -> bool:
+        """True once a publisher of the mask topic is matched (not merely discovered)."""
+        return self.mask_sub.get_publisher_count() >= 1
 
     def wait_for(self, count: int, timeout: float) -> bool:
         """Block until ``count`` mask lines arrived or ``timeout`` seconds passed."""

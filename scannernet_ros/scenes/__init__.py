@@ -16,6 +16,32 @@ BANDS = ("red", "green", "blue", "nir")
 NO_DATA = 255
 
 
+class DatasetError(RuntimeError):
+    """A dataset file that is missing, unreadable or inconsistent; the message names it."""
+
+
+def read_tiff(path: Path) -> np.ndarray:
+    """tifffile, with every way a file can be missing or broken turned into a DatasetError.
+
+    tifffile logs rather than raises for some corrupt files and returns no pixels; that counts
+    as unreadable too.
+    """
+    import logging
+
+    import tifffile
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing file")
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        image = tifffile.imread(path)
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for a broken file
+        raise DatasetError(f"{path}: unreadable TIFF ({exc})") from None
+    if image.size == 0:
+        raise DatasetError(f"{path}: unreadable TIFF (no pixel data)")
+    return image
+
+
 class Scene(Protocol):
     name: str
     width: int

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import NO_DATA, ArrayScene
-from .cloud38 import DatasetError
+from . import NO_DATA, ArrayScene, DatasetError, read_tiff
 
 RGBN_INDEX = [2, 1, 0, 3]
 
@@ -27,16 +26,9 @@ def biome_mask(codes: np.ndarray) -> np.ndarray:
 
 
 def read_biome(path: Path) -> ArrayScene:
-    import tifffile
     path = Path(path)
     mask_path = path.parent.parent / "Masks" / path.name
-    try:
-        image = tifffile.imread(path)
-        codes = tifffile.imread(mask_path)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{exc.filename}: missing file") from None
-    except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"{path}: unreadable TIFF ({exc})") from None
+    image, codes = read_tiff(path), read_tiff(mask_path)
     if image.ndim != 3 or image.shape[2] < 4:
         raise DatasetError(f"{path}: expected (H, W, 8) reflectance, got {image.shape}")
     if codes.shape != image.shape[:2]:

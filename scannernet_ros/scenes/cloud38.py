@@ -14,15 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from ..normalise import InputSpec, to_reflectance
-from . import NO_DATA, ArrayScene
+from . import NO_DATA, ArrayScene, DatasetError, read_tiff
 
 PATCH = 384
 BAND_DIRS = ("red", "green", "blue", "nir")
 _NAME = re.compile(r"^patch_(\d+)_(\d+)_by_(\d+)_(.+)$")
-
-
-class DatasetError(RuntimeError):
-    """A dataset file that is missing, unreadable or inconsistent; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +90,7 @@ def is_cloud38(path: Path) -> bool:
 
 
 def _read_tif(path: Path, dtype) -> np.ndarray:
-    import tifffile
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing file")
-    try:
-        image = tifffile.imread(path)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for a broken file
-        raise DatasetError(f"{path}: unreadable TIFF ({exc})") from None
+    image = read_tiff(path)
     if image.ndim != 2:
         raise DatasetError(f"{path}: expected one band, got shape {image.shape}")
     return image.astype(dtype, copy=False)

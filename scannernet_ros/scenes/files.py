@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from ..normalise import InputSpec, to_reflectance
-from . import ArrayScene
-from .cloud38 import DatasetError
+from . import ArrayScene, DatasetError, read_tiff
 
 
 def _load(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return read_tiff(path)
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-            return tifffile.imread(path)
         from PIL import Image
         return np.asarray(Image.open(path))
     except Exception as exc:  # noqa: BLE001 - every reader raises its own types
