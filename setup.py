@@ -36,6 +36,7 @@ setup(
         "rosbags",
         "pillow",
         "pyyaml",
+        "matplotlib",
     ],
     extras_require={
         "ros": ROS_WHEELS,
