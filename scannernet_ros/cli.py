@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
@@ -68,25 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=int, default=3, choices=(3, 4), help="input bands (RGB or RGB+NIR)")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("demo", help="the on-board pipeline in one process over real rclpy")
-    from .nodes.demo_args import add_arguments as demo_arguments
-    demo_arguments(p)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("train", help="train a model from bags, dataset folders or synthetic scenes")
-    from .train import add_arguments as train_arguments
-    train_arguments(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="score models under both 38-Cloud protocols, with figures")
-    from .evaluate import add_arguments as evaluate_arguments
-    evaluate_arguments(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("bench", help="the paper's Tables 2 and 4 here, full swath, end to end over ROS 2")
-    from .bench_args import add_arguments as bench_arguments
-    bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
+    for name, help_, arguments, func in (
+        ("demo", "the on-board pipeline in one process over real rclpy", "nodes.demo_args", cmd_demo),
+        ("train", "train a model from bags, dataset folders or synthetic scenes", "train", cmd_train),
+        ("evaluate", "score models under both 38-Cloud protocols, with figures", "evaluate", cmd_evaluate),
+        ("bench", "the paper's Tables 2 and 4 here, full swath, end to end over ROS 2", "bench_args", cmd_bench),
+    ):
+        p = sub.add_parser(name, help=help_)
+        importlib.import_module(f".{arguments}", __package__).add_arguments(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 bags, one per scene")
     p.add_argument("source", help="38-Cloud split folder, L8 Biome folder, image file or synthetic:N[:SIZE]")

@@ -137,20 +137,23 @@ def test_source_restarted_stamps_go_backwards_and_reset_is_counted(ros, random_w
     assert first == second  # the replayed lines, each answered again
 
 
-def test_unwritable_report_path_is_a_clear_error_and_the_node_keeps_running(ros, tmp_path):
+def test_unwritable_report_path_is_a_clear_error_and_the_node_keeps_running(ros, random_weights, tmp_path):
     from scannernet_ros.convert import convert
     from scannernet_ros.nodes.bag_player import BagPlayer
     from scannernet_ros.nodes.evaluator import Evaluator
     from scannernet_ros.nodes.recorder import Recorder
     from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.nodes.segmenter import Segmenter
 
     convert("synthetic:1:8", str(tmp_path / "bags"))
     (tmp_path / "a_file").write_text("")
     target = tmp_path / "a_file" / "report.json"  # parent is a file: unwritable, even for root
     evaluator = Evaluator(namespace="unwritable", parameter_overrides=params(report_path=str(target), settle_s=0.1))
     recorder = Recorder(namespace="unwritable", gt_topic=None)
-    player = BagPlayer(namespace="unwritable", parameter_overrides=params(bag=str(tmp_path / "bags"), rate=0.0))
-    with NodeThreads([evaluator, recorder, player]):
+    segmenter = Segmenter(namespace="unwritable", parameter_overrides=params(model=str(random_weights)))
+    player = BagPlayer(namespace="unwritable", parameter_overrides=params(bag=str(tmp_path / "bags"), rate=0.0,
+                                                                          wait_for_subscribers=2))
+    with NodeThreads([segmenter, evaluator, recorder, player]):
         assert wait_until(lambda: evaluator.report is not None, 30)
         assert wait_until(lambda: recorder.statuses.get("scannernet_ros: evaluator") is not None
                           and recorder.statuses["scannernet_ros: evaluator"].level == b"\x02", 5)
