@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class TrainConfig:
     crop: int = 128              # square training crops (whole patches for validation)
     strip: int = 32              # rows per backpropagation strip for streaming models
     lr: float = 5e-3
+    ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     max_epochs: int = 1000
     patience: int = 30
     steps_per_epoch: int = 0     # 0: enough batches to cover the training pixels once
@@ -218,6 +220,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
         progress = load_train_state(out / "train_state.safetensors", optimiser)
         rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
         log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
+    averaged = None
+    if cfg.ema > 0:  # smooths the noise a small validation set puts into checkpoint selection
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+        if cfg.resume and (out / "ema.safetensors").is_file():
+            averaged.module.load_state_dict(load_file(str(out / "ema.safetensors")))
+    kept = averaged.module if averaged is not None else net  # what is validated and saved as best
     model = StripModel(net)
     if distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -233,7 +242,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     started = time.monotonic() - progress["seconds"]
     while progress["epoch"] < cfg.max_epochs and progress["bad_epochs"] < cfg.patience:
         losses = []
-        for _ in range(steps_per_epoch):
+        for step in range(steps_per_epoch):
+            if main_process and sys.stderr.isatty():
+                done = int(20 * step / steps_per_epoch)
+                print(f"\r  epoch {progress['epoch'] + 1} [{'#' * done}{'.' * (20 - done)}] "
+                      f"{step}/{steps_per_epoch}", end="", file=sys.stderr, flush=True)
             x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng)
             x, y = normalise(x, spec).to(device), y.to(device)
             state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
@@ -248,13 +261,17 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 scaler.scale(loss).backward()
                 scaler.step(optimiser)
                 scaler.update()
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 losses.append(loss.item())
             progress["step"] += 1
+        if main_process and sys.stderr.isatty():
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)  # clear the progress line
         progress["epoch"] += 1
         progress["seconds"] = time.monotonic() - started
         if not main_process:
             continue
-        val = validate(net, val_data, spec, device)
+        val = validate(kept, val_data, spec, device)
         row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
                "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
                "seconds": round(progress["seconds"], 1)}
@@ -266,8 +283,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
         info.training["seconds"] = round(progress["seconds"], 1)
         info.metrics = {"val_pooled": val}
         save_model(out / "last.safetensors", net, info)
+        if averaged is not None:
+            atomic_write(out / "ema.safetensors", lambda tmp: save_file(
+                {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}, tmp))
         if improved:
-            save_model(out / "best.safetensors", net, info)
+            save_model(out / "best.safetensors", kept, info)
         save_train_state(out / "train_state.safetensors", optimiser, progress)
         write_logs(out, progress["history"])
         log(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val IoU {val['iou']:.4f}"
@@ -311,6 +331,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--strip", type=int, default=d.strip)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
     p.add_argument("--max-epochs", type=int, default=d.max_epochs)
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)

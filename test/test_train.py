@@ -25,6 +25,16 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         assert (tmp_path / "run" / name).is_file()
 
 
+def test_weight_averaging_keeps_and_resumes_an_average(tmp_path):
+    train(_cfg(tmp_path, max_epochs=2, ema=0.9), log=lambda *_: None)
+    best, _ = load_model(tmp_path / "run" / "best.safetensors")
+    last, _ = load_model(tmp_path / "run" / "last.safetensors")
+    assert (tmp_path / "run" / "ema.safetensors").is_file()
+    assert any(not (a == b).all() for a, b in zip(best.state_dict().values(), last.state_dict().values()))
+    progress = train(_cfg(tmp_path, max_epochs=3, ema=0.9, resume=True), log=lambda *_: None)
+    assert progress["epoch"] == 3
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     train(_cfg(tmp_path, max_epochs=2), log=lambda *_: None)
     first = json.loads((tmp_path / "run" / "log.json").read_text())
