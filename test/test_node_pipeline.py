@@ -1,6 +1,8 @@
 """The on-board pipeline as real rclpy nodes over real DDS."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -26,14 +28,23 @@ def test_in_process_pipeline_matches_offline_streaming(ros, random_weights):
     from scannernet_ros.nodes.recorder import Recorder
     from scannernet_ros.nodes.ros_common import NodeThreads
     from scannernet_ros.nodes.segmenter import STATUS_NAME, Segmenter
+    from scannernet_ros.nodes.waterfall import WaterfallNode
+    import rclpy
+    from sensor_msgs.msg import Image
 
     ns = "inproc"
     segmenter = Segmenter(namespace=ns, parameter_overrides=params(model=str(random_weights), diagnostics_period_s=0.2))
     recorder = Recorder(namespace=ns)
     camera = PushbroomCamera(namespace=ns, parameter_overrides=params(
         width=WIDTH, length=LINES, seed=5, line_rate_hz=0.0, wait_for_subscribers=1, frame_id="test_frame"))
-    with NodeThreads([segmenter, recorder, camera]):
+    waterfall = WaterfallNode(namespace=ns, parameter_overrides=params(rows=200, publish_rate_hz=20.0))
+    viewer = rclpy.create_node("viewer", namespace=ns)
+    pictures = []
+    viewer.create_subscription(Image, "waterfall/image", pictures.append, 5)
+    with NodeThreads([segmenter, recorder, waterfall, viewer, camera]):
         assert recorder.wait_for(LINES, 60), f"only {len(recorder.stamps)} mask lines arrived"
+        time.sleep(0.3)  # a few more pictures after the last line
+        assert pictures, "no waterfall image"
         assert wait_until(lambda: recorder.status_values(STATUS_NAME).get("lines out") == str(LINES), 5)
         status = recorder.statuses[STATUS_NAME]
     stamps = recorder.stamps
@@ -45,6 +56,13 @@ def test_in_process_pipeline_matches_offline_streaming(ros, random_weights):
     for line, stamp in zip(scan(SyntheticScene(WIDTH, LINES, seed=5), "16UC4"), stamps):
         expected = (offline.process_image(_Msg(line.samples, "16UC4"), stamp) >= 0.5) * 255
         np.testing.assert_array_equal(recorder.masks[stamp], expected)
+
+    rows = pictures[-1].height  # the viewer is best effort: it may skip lines, never more than `rows`
+    assert 0 < rows <= 200 and pictures[-1].width == WIDTH
+    picture = np.frombuffer(bytes(pictures[-1].data), np.uint8).reshape(rows, WIDTH, 3)
+    assert pictures[-1].encoding == "rgb8" and pictures[-1].header.frame_id == "test_frame"
+    tinted = (picture[..., 0] > picture[..., 1] + 40) & (picture[..., 2] > picture[..., 1] + 40)
+    assert tinted.any() and not tinted.all()  # cloud overlay where the masks said cloud
 
     values = {kv.key: kv.value for kv in status.values}
     assert values["lines in"] == str(LINES) and values["rejected"] == "0" and values["dropped (stamp gaps)"] == "0"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -14,7 +13,7 @@ from ..codec import ImageFormatError, decode_line
 from ..normalise import InputSpec, to_reflectance
 from ..render import display_rgb
 from ..waterfall import Waterfall
-from .ros_common import declare, run_node, to_ns
+from .ros_common import declare, qos, run_node, to_ns
 
 
 class WaterfallNode(Node):
@@ -28,8 +27,9 @@ class WaterfallNode(Node):
         self.picture = Waterfall(rows)
         self.rejected = 0
         self.pub = self.create_publisher(Image, "waterfall/image", 2)
-        self.create_subscription(Image, "scanline", self.on_scanline, qos_profile_sensor_data)
-        self.create_subscription(Image, "mask_line", self.on_mask, qos_profile_sensor_data)
+        # A viewer must never hold the pipeline back: best effort, with room for bursts.
+        self.create_subscription(Image, "scanline", self.on_scanline, qos("best_effort", 100))
+        self.create_subscription(Image, "mask_line", self.on_mask, qos("best_effort", 100))
         self.create_timer(1.0 / rate, self.on_publish)
 
     def on_scanline(self, msg: Image) -> None:
