@@ -78,14 +78,17 @@ class LineSegmenter:
         self.counters.lines_in += 1
         self.counters.rejected[reason] += 1
 
-    def process_image(self, msg, stamp_ns: int) -> np.ndarray:
-        """Decode and segment a one-row Image; a bad line is counted, then re-raised."""
+    def decode(self, msg) -> Line:
+        """Decode a one-row Image; a malformed one is counted under its reason, then re-raised."""
         try:
-            line = decode_line(msg)
+            return decode_line(msg)
         except ImageFormatError as err:
             self.reject(err.reason)
             raise
-        return self.process(line, stamp_ns)
+
+    def process_image(self, msg, stamp_ns: int) -> np.ndarray:
+        """Decode and segment a one-row Image."""
+        return self.process(self.decode(msg), stamp_ns)
 
     def process(self, line: Line, stamp_ns: int) -> np.ndarray:
         """One line in -> cloud probability per pixel ``(width,)`` float32."""

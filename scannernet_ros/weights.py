@@ -140,8 +140,9 @@ def models_dir() -> Path:
     env = os.environ.get("SCANNERNET_MODELS_DIR")
     if env:
         return Path(env)
-    source = Path(__file__).resolve().parent.parent / "models"
-    if source.is_dir():
+    checkout = Path(__file__).resolve().parent.parent
+    source = checkout / "models"
+    if (checkout / "package.xml").is_file() and source.is_dir():  # a source checkout or editable install
         return source
     try:
         from ament_index_python.packages import get_package_share_directory

@@ -75,7 +75,7 @@ class PushbroomCamera(Node):
         if not wait_for(lambda: self.scan_pub.get_subscription_count() >= self.wait_for, self._stop):
             return
         self.t0_ns = time.time_ns()
-        due = (lambda line: self.stamp_of(line)) if self.line_rate > 0 else None
+        due = self.stamp_of if self.line_rate > 0 else None  # unpaced: as fast as acknowledged
         if run_paced(self.lines, lambda line: self.publish(line, self.stamp_of(line)), self._stop, due,
                      flush=lambda: self.scan_pub.wait_for_all_acked(Duration(seconds=10)), batch=self.batch):
             self.finished = True

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
-from ..codec import ImageFormatError, decode_line
+from ..codec import ImageFormatError
 from ..diagnostics import SegmenterReporter
 from ..models import resolve_device
 from ..normalise import to_reflectance
@@ -68,14 +68,9 @@ class Segmenter(Node):
         received_ns = self.get_clock().now().nanoseconds
         stamp_ns = to_ns(msg.header.stamp)
         try:
-            line = decode_line(msg)
-        except ImageFormatError as err:
-            self.core.reject(err.reason)
-            self.get_logger().error(f"rejected scanline: {err}", throttle_duration_sec=1.0)
-            return
-        try:
+            line = self.core.decode(msg)
             prob = self.core.process(line, stamp_ns)
-        except ImageFormatError as err:
+        except ImageFormatError as err:  # already counted by the core under its reason
             self.get_logger().error(f"rejected scanline: {err}", throttle_duration_sec=1.0)
             return
         self.reporter.e2e_ms.add((received_ns - stamp_ns) / 1e6)
