@@ -18,7 +18,8 @@ SPACING_NS = 1_000 * 1_000_000_000
 
 
 def scenes_of(source: str, per_patch: bool):
-    """38-Cloud scenes are rebuilt from their patches; everything else is one scene per sample."""
+    """38-Cloud scenes are rebuilt from their patches (test scenes take their masks from
+    ``Entire_scene_gts``); everything else is one scene per sample."""
     path = Path(source)
     if not source.startswith("synthetic") and is_cloud38(path) and not per_patch:
         split = find_split(path)

@@ -2,7 +2,8 @@
 
 A source string is one of: ``synthetic:N`` or ``synthetic:N:SIZE`` (N procedural scenes),
 a 38-Cloud split folder (its patches), an L8 Biome folder (``Images/`` + ``Masks/`` anywhere
-below), a rosbag2 bag or a folder of bags (one scene per bag), or one image file.
+below), a rosbag2 bag or a folder of bags (one scene per bag), a folder of images each with a
+``<stem>_mask`` beside it, or one image file.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from .scenes import ArrayScene, DatasetError
 from .scenes.biome import biome_patches, read_biome
 from .scenes.cloud38 import find_split, is_cloud38, parse_patch_name, read_patch
 from .scenes.synthetic import SyntheticScene
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
 @dataclass
@@ -70,10 +74,14 @@ def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:
     if patches:
         # L8 Biome ids are <Biome>_<scene>_<patch>: the scene is the first two parts.
         return [_from_scene(read_biome(p), "_".join(p.stem.split("_")[:2])) for p in patches]
+    from .scenes import open_scene
     if path.is_file():
-        from .scenes import open_scene
         return [_from_scene(open_scene(str(path)))]
-    raise DatasetError(f"{source}: not a 38-Cloud split, bag, L8 Biome folder or image file")
+    images = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+              and not p.stem.endswith("_mask") and not p.name.endswith(".mask.npy")]
+    if images:  # a plain folder of images, each with its <stem>_mask beside it
+        return [_from_scene(open_scene(str(p))) for p in images]
+    raise DatasetError(f"{source}: not a 38-Cloud split, bag, L8 Biome folder, image folder or image file")
 
 
 def load_all(sources: list[str], nonempty_only: bool = False) -> list[Sample]:

@@ -112,3 +112,32 @@ def test_image_file_sources(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="bad.npy"):
         open_scene(str(tmp_path / "bad.npy"))
+
+
+@needs_cloud38
+def test_test_split_scene_takes_its_mask_from_entire_scene_gts(tmp_path):
+    """A 38-Cloud_test layout built from the sample patch: the scene mask comes from Entire_scene_gts."""
+    import shutil
+    import tifffile
+    scene_id = "LC08_L1TP_002053_20160520_20170324_01_T1"
+    test = tmp_path / "38-Cloud_test"
+    for band in ("red", "green", "blue", "nir"):
+        (test / f"test_{band}").mkdir(parents=True)
+        shutil.copy(CLOUD38 / "38-Cloud_training" / f"train_{band}" / f"{band}_{PATCH}.TIF",
+                    test / f"test_{band}" / f"{band}_patch_1_1_by_1_{scene_id}.TIF")
+    gt = tifffile.imread(CLOUD38 / "38-Cloud_training" / "train_gt" / f"gt_{PATCH}.TIF")
+    (tmp_path / "Entire_scene_gts").mkdir()
+    tifffile.imwrite(tmp_path / "Entire_scene_gts" / f"edited_corrected_gts_{scene_id}.TIF", gt[:300, :350])
+    scene = rebuild_scene(find_split(test), scene_id)
+    assert scene.mask.shape == (384, 384)
+    np.testing.assert_array_equal(scene.mask[:300, :350], (gt[:300, :350] > 0).astype(np.uint8))
+    assert (scene.mask[300:] == 255).all() and (scene.mask[:, 350:] == 255).all()
+
+
+def test_plain_folder_of_images_with_masks(tmp_path):
+    from scannernet_ros.datasets import load_samples
+    for i in range(2):
+        np.save(tmp_path / f"img{i}.npy", np.random.default_rng(i).random((4, 6, 5)).astype(np.float32))
+        np.save(tmp_path / f"img{i}.mask.npy", np.eye(6, 5, dtype=np.uint8))
+    samples = load_samples(str(tmp_path))
+    assert [s.name for s in samples] == ["img0", "img1"] and samples[0].mask.sum() == 5

@@ -56,6 +56,10 @@ class Split:
     def gt_path(self, patch: str) -> Path:
         return self.root / f"{self.prefix}_gt" / f"gt_{patch}.TIF"
 
+    def scene_gt_path(self, scene: str) -> Path:
+        """``Entire_scene_gts/edited_corrected_gts_<scene>.TIF`` beside the split folder."""
+        return self.root.parent / "Entire_scene_gts" / f"edited_corrected_gts_{scene}.TIF"
+
     def patch_names(self, nonempty_only: bool = False) -> list[str]:
         """From the official CSV when present, else from the red band folder."""
         pattern = "*nonempty*.csv" if nonempty_only else f"{self.prefix}*_patches_38-[Cc]loud.csv"
@@ -133,6 +137,13 @@ def rebuild_scene(split: Split, scene: str, patches: list[str] | None = None) ->
         rho[:, r0:r0 + x.shape[1], c0:c0 + x.shape[2]] = x
         if m is not None:
             mask[r0:r0 + x.shape[1], c0:c0 + x.shape[2]] = m
+    scene_gt = split.scene_gt_path(scene)
+    if scene_gt.is_file():  # the test split: one ground truth per scene, aligned at the top left
+        gt = read_tiff(scene_gt)
+        h, w = min(gt.shape[0], mask.shape[0]), min(gt.shape[1], mask.shape[1])
+        mask[:] = NO_DATA
+        mask[:h, :w] = gt[:h, :w] > 0
+        mask[(rho <= -0.1 + 1e-6).all(axis=0)] = NO_DATA  # DN 0 in every band: outside the image
     return ArrayScene(scene, rho, mask)
 
 
