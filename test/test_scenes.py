@@ -132,6 +132,8 @@ def test_test_split_scene_takes_its_mask_from_entire_scene_gts(tmp_path):
     assert scene.mask.shape == (384, 384)
     np.testing.assert_array_equal(scene.mask[:300, :350], (gt[:300, :350] > 0).astype(np.uint8))
     assert (scene.mask[300:] == 255).all() and (scene.mask[:, 350:] == 255).all()
+    _, patch_mask = read_patch(find_split(test), f"patch_1_1_by_1_{scene_id}")
+    np.testing.assert_array_equal(patch_mask, scene.mask)  # per patch: its window of the scene mask
 
 
 def test_plain_folder_of_images_with_masks(tmp_path):

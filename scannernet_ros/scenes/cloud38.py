@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,26 @@ def read_patch(split: Split, patch: str, spec: InputSpec | None = None,
         if gt.shape != dn.shape[1:]:
             raise DatasetError(f"{split.gt_path(patch)}: shape {gt.shape} differs from the bands' {dn.shape[1:]}")
         mask = (gt > 0).astype(np.uint8)
+    elif with_truth and split.scene_gt_path(parse_patch_name(patch).scene).is_file():
+        mask = _window_of_scene_truth(split, parse_patch_name(patch), dn.shape[1:])
+    if mask is not None:
         mask[(dn == 0).all(axis=0)] = NO_DATA
     return to_reflectance(dn, "uint16", spec), mask
+
+
+@lru_cache(maxsize=2)
+def _scene_truth(path: Path) -> np.ndarray:
+    return (read_tiff(path) > 0).astype(np.uint8)
+
+
+def _window_of_scene_truth(split: Split, p: PatchName, shape: tuple[int, int]) -> np.ndarray:
+    """A test patch's part of its scene mask; where the scene mask ends, no data."""
+    truth = _scene_truth(split.scene_gt_path(p.scene))
+    r0, c0 = (p.row - 1) * PATCH, (p.col - 1) * PATCH
+    window = truth[r0:r0 + shape[0], c0:c0 + shape[1]]
+    mask = np.full(shape, NO_DATA, np.uint8)
+    mask[:window.shape[0], :window.shape[1]] = window
+    return mask
 
 
 def rebuild_scene(split: Split, scene: str, patches: list[str] | None = None) -> ArrayScene:
