@@ -19,9 +19,8 @@ def run_paced(items: Iterable[T], publish: Callable[[T], None], stop: threading.
     Returns False if stopped early.
     """
     for n, item in enumerate(items, 1):
-        if due_ns is not None:
-            if stop.wait(max(0.0, (due_ns(item) - time.time_ns()) / 1e9)):
-                return False
+        if due_ns is not None and not wait_until_ns(due_ns(item), stop):
+            return False
         if stop.is_set():
             return False
         publish(item)
@@ -30,6 +29,19 @@ def run_paced(items: Iterable[T], publish: Callable[[T], None], stop: threading.
     if flush is not None:
         flush()
     return True
+
+
+SPIN_NS = 500_000  # the last half millisecond is spun (yielding), not slept: sleeps wake late
+
+
+def wait_until_ns(deadline_ns: int, stop: threading.Event) -> bool:
+    """Return at ``deadline_ns`` (wall clock) within microseconds; False if stopped first."""
+    remaining = deadline_ns - time.time_ns()
+    if remaining > SPIN_NS and stop.wait((remaining - SPIN_NS) / 1e9):
+        return False
+    while time.time_ns() < deadline_ns:
+        time.sleep(0)  # yields the GIL to the process's other threads
+    return not stop.is_set()
 
 
 def wait_for(predicate: Callable[[], bool], stop: threading.Event, interval: float = 0.01) -> bool:

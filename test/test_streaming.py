@@ -7,6 +7,7 @@ from scannernet_ros.models import build_model
 from scannernet_ros.normalise import InputSpec, Normaliser
 from scannernet_ros.streaming import LineSegmenter
 from scannernet_ros.weights import ModelInfo
+from conftest import needs_cuda
 
 P = 4_444_444
 
@@ -102,3 +103,11 @@ def test_fused_and_plain_segmenters_give_the_same_masks():
     fused = _segmenter().segment_image(image, "float")
     plain = _segmenter(fused=False).segment_image(image, "float")
     np.testing.assert_allclose(fused, plain, atol=1e-6)
+
+
+@needs_cuda
+def test_cuda_segmenter_matches_cpu():
+    image = np.random.default_rng(4).random((3, 30, 64), np.float32)
+    cpu = _segmenter().segment_image(image, "float")
+    gpu = _segmenter(device="cuda").segment_image(image, "float")
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4)
