@@ -64,6 +64,7 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
         results[p.name] = {
             "architecture": p.info.architecture, "weights": str(p.path), "trained": p.info.trained,
             "parameters": count_parameters(p.net), "state_bytes_per_pixel": state_bytes_per_pixel(p.net),
+            "forward_pass_mb": forward_pass_mb(p.info.architecture),
             "runs": "per line" if p.segmenter is not None else "whole image",
             **report,
         }
@@ -83,6 +84,15 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
     return summary
 
 
+def forward_pass_mb(architecture: str) -> float | None:
+    """torchinfo's estimate as in the paper's Table 2 (one line or one 384x384 image); None without torchinfo."""
+    try:
+        from .memory import torchinfo_mb
+        return torchinfo_mb(architecture)
+    except ImportError:
+        return None
+
+
 def _pct(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
@@ -90,12 +100,13 @@ def _pct(x: float) -> str:
 def markdown(summary: dict) -> str:
     lines = [f"Threshold {summary['threshold']}, {summary['samples']} images from {summary['scenes']} scenes "
              f"({', '.join(summary['data'])}).", "",
-             "| model | params | runs | protocol | IoU | F1 | Acc. | Prec. | Rec. | Spec. |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | params | memory MB | runs | protocol | IoU | F1 | Acc. | Prec. | Rec. | Spec. |",
+             "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in summary["models"].items():
+        mb = "n/a" if r["forward_pass_mb"] is None else f"{r['forward_pass_mb']:.2f}"
         for protocol, label in (("pooled", "pooled pixels"), ("per_scene_mean", "per-scene mean")):
             s = r[protocol]
-            lines.append(f"| {name} | {r['parameters']:,} | {r['runs']} | {label} | " + " | ".join(
+            lines.append(f"| {name} | {r['parameters']:,} | {mb} | {r['runs']} | {label} | " + " | ".join(
                 _pct(s[k]) for k in ("iou", "f1", "accuracy", "precision", "recall", "specificity")) + " |")
     return "\n".join(lines) + "\n"
 
@@ -104,10 +115,11 @@ def plot_iou_memory(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .memory import torchinfo_mb
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, r in summary["models"].items():
-        mb = torchinfo_mb(r["architecture"])
+        mb = r["forward_pass_mb"]
+        if mb is None:
+            continue
         ax.scatter(mb, 100 * r["pooled"]["iou"])
         ax.annotate(name, (mb, 100 * r["pooled"]["iou"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set(xscale="log", xlabel="forward-pass memory, torchinfo (MB)", ylabel="IoU, pooled (%)")
