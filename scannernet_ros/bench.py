@@ -158,9 +158,8 @@ def latency_table(runs: int) -> tuple[list, list]:
         cases += [(n, "image", lambda n=n: image_latency(n, device, runs)) for n in ("cfcn", "cunetpp", "baseline1d")]
         for name, unit, fn in cases:
             t = fn()
-            paper = PAPER_TABLE4_MS.get(name)
-            ref = "" if paper is None or unit != ("line" if "scannernet" in name else "image") else \
-                f"{paper[0 if dev == 'cpu' else 1]}"
+            paper = PAPER_TABLE4_MS.get(name)  # the paper's unit: a line for ScannerNet, an image otherwise
+            ref = f"{paper[0 if dev == 'cpu' else 1]}" if paper else ""
             data.append({"model": name, "unit": unit, "device": dev, "threads": threads, **t})
             rows.append((name, f"{unit} ({SIZE} px)" if unit == "line" else f"image {SIZE}x{SIZE}", dev,
                          str(threads or "-"), f"{t['mean']:.4f}", f"{t['p50']:.4f}", f"{t['p99']:.4f}", ref))
