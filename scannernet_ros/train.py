@@ -46,6 +46,7 @@ class TrainConfig:
     crop: int = 128              # square training crops (whole patches for validation)
     strip: int = 32              # rows per backpropagation strip for streaming models
     lr: float = 5e-3
+    weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     max_epochs: int = 1000
     patience: int = 30
@@ -96,14 +97,16 @@ def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, a transpose and a brightness gain: clouds look alike in every direction and light."""
+    """Flips, a transpose and brightness gains (overall and per band): clouds look alike in every
+    direction and light, and atmospheres and sensors shift the bands a little against each other."""
     if rng.random() < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     if rng.random() < 0.5:
         x, y = x.flip(-2), y.flip(-2)
     if rng.random() < 0.5 and x.shape[-1] == x.shape[-2]:
         x, y = x.transpose(-1, -2), y.transpose(-1, -2)
-    return x * float(rng.uniform(0.85, 1.15)), y
+    gain = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=(x.shape[0], 1, 1))  # scene and band
+    return x * torch.from_numpy(gain.astype(np.float32)), y
 
 
 def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +216,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     # -- model and optimiser --------------------------------------------------------------
     net = build_model(cfg.model, in_channels=len(bands)).to(device)
-    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    optimiser = (torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                 if cfg.weight_decay > 0 else torch.optim.Adam(net.parameters(), lr=cfg.lr))
     progress = {"epoch": 0, "step": 0, "best_iou": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     if cfg.resume and (out / "last.safetensors").is_file():
         net.load_state_dict(load_file(str(out / "last.safetensors")))
@@ -331,6 +335,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--strip", type=int, default=d.strip)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
     p.add_argument("--max-epochs", type=int, default=d.max_epochs)
     p.add_argument("--patience", type=int, default=d.patience)
