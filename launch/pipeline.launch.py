@@ -1,6 +1,6 @@
 """Camera + segmenter + waterfall under /pushbroom, parameters from config/pipeline.yaml.
 
-    ros2 launch scannernet_ros pipeline.launch.py model:=scannernet_small device:=cuda line_rate:=225.0
+    ros2 launch scannernet_ros pipeline.launch.py model:=scannernet device:=cuda line_rate:=225.0
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -18,7 +18,7 @@ def generate_launch_description() -> LaunchDescription:
     line_rate = ParameterValue(LaunchConfiguration("line_rate"), value_type=float)
     namespace = LaunchConfiguration("namespace")
     return LaunchDescription([
-        DeclareLaunchArgument("model", default_value="scannernet",
+        DeclareLaunchArgument("model", default_value="scannernet_small",
                               description="registry name (shipped weights) or path to a .safetensors file"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or auto"),
         DeclareLaunchArgument("source", default_value="synthetic",

@@ -15,7 +15,7 @@ def generate_launch_description() -> LaunchDescription:
     namespace = LaunchConfiguration("namespace")
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="a scene bag or a folder of them (scannernet convert)"),
-        DeclareLaunchArgument("model", default_value="scannernet", description="registry name or .safetensors path"),
+        DeclareLaunchArgument("model", default_value="scannernet_small", description="registry name or .safetensors path"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or auto"),
         DeclareLaunchArgument("rate", default_value="0.0", description="playback speed; 0 = as fast as lossless"),
         DeclareLaunchArgument("report", default_value="replay_evaluation.json", description="JSON report path"),

@@ -28,6 +28,7 @@ from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
 from .weights import ModelInfo
 
 SIZE = 384
+PARTS = ("memory", "latency", "swath", "ros")
 SWATH = 6916  # Landsat 8 OLI pixels per line
 PAPER_TABLE4_MS = {"cunetpp": (638.6, 27.9), "cfcn": (296.1, 11.1), "scannernet": (91.5, 4.6),
                    "scannernet_small": (80.3, 4.5)}
@@ -202,8 +203,10 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, li
                          str(r["lost"]), str(r["disorder"]), fmt(stamp.get("p50")), fmt(stamp.get("p99")),
                          fmt(stamp.get("max")), fmt(turn["p50"]), fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
     rss = rss_over_length(weights, long_lines)
-    rss_rows = [("segmenter RSS after 1,000 lines MB", f"after {long_lines:,} lines MB", "growth MB"),
-                (f"{rss['rss_1000_mb']:.1f}", f"{rss['rss_end_mb']:.1f}", f"{rss['rss_end_mb'] - rss['rss_1000_mb']:.2f}")]
+    rss_rows = [("segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
+                 f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB"),
+                (f"{rss['rss_1000_mb']:.1f}", f"{rss['rss_half_mb']:.1f}", f"{rss['rss_end_mb']:.1f}",
+                 f"{rss['rss_end_mb'] - rss['rss_1000_mb']:.2f}", f"{rss['rss_end_mb'] - rss['rss_half_mb']:.2f}")]
     return rows, data, [rss_rows, rss]
 
 
@@ -219,21 +222,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n## {title}\n\n{text}", flush=True)
         md.extend([f"## {title}", "", text, ""])
 
-    rows, report["memory"] = memory_table()
-    section("Memory (paper Table 2: torchinfo forward pass, one line or one 384x384 image)", rows)
-    rows, report["latency"] = latency_table(args.runs)
-    section(f"Latency (paper Table 4 protocol: {args.runs} runs, first 10 discarded)", rows)
-    cpu1 = {(d["model"], d["unit"]): d["mean"] for d in report["latency"] if d["device"] == "cpu" and d["threads"] == 1}
-    ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet", "line")]
-    small_ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet_small", "line")]
-    report["first_line_speedup_vs_cfcn"] = {"scannernet": ratio, "scannernet_small": small_ratio}
-    text = (f"C-FCN whole image / first mask line, CPU, 1 thread: ScannerNet {ratio:.0f}x, "
-            f"ScannerNet Small {small_ratio:.0f}x (the paper's Jetson figure for Small vs C-FCN: 3.7x)")
-    print("\n" + text)
-    md.extend([text, ""])
-    rows, report["swath"] = swath_table(args.swath_lines)
-    section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)
-    if not args.no_ros:
+    parts = set(args.parts.split(","))
+    if "memory" in parts:
+        rows, report["memory"] = memory_table()
+        section("Memory (paper Table 2: torchinfo forward pass, one line or one 384x384 image)", rows)
+    if "latency" in parts:
+        rows, report["latency"] = latency_table(args.runs)
+        section(f"Latency (paper Table 4 protocol: {args.runs} runs, first 10 discarded)", rows)
+        cpu1 = {(d["model"], d["unit"]): d["mean"] for d in report["latency"] if d["device"] == "cpu" and d["threads"] == 1}
+        ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet", "line")]
+        small_ratio = cpu1[("cfcn", "image")] / cpu1[("scannernet_small", "line")]
+        report["first_line_speedup_vs_cfcn"] = {"scannernet": ratio, "scannernet_small": small_ratio}
+        text = (f"C-FCN whole image / first mask line, CPU, 1 thread: ScannerNet {ratio:.0f}x, "
+                f"ScannerNet Small {small_ratio:.0f}x (the paper's Jetson figure for Small vs C-FCN: 3.7x)")
+        print("\n" + text)
+        md.extend([text, ""])
+    if "swath" in parts:
+        rows, report["swath"] = swath_table(args.swath_lines)
+        section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)
+    if "ros" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             from .weights import save_model
             weights = Path(tmp) / "scannernet.safetensors"
@@ -242,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
             rows, report["end_to_end"], (rss_rows, report["rss"]) = ros_runs(args.ros_lines, args.long_lines, weights)
         section("End to end over ROS 2 (camera and segmenter in separate processes, reliable QoS)", rows)
         section("Segmenter memory over scene length", rss_rows)
-    (out / "bench.json").write_text(json.dumps(report, indent=1))
-    (out / "bench.md").write_text("\n".join(md))
-    print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}")
+    suffix = "" if parts == set(PARTS) else "_" + "_".join(sorted(parts))
+    (out / f"bench{suffix}.json").write_text(json.dumps(report, indent=1))
+    (out / f"bench{suffix}.md").write_text("\n".join(md))
+    print(f"\nwrote {out}/bench{suffix}.md and .json")
     return 0

@@ -114,3 +114,18 @@ def test_save_leaves_previous_file_when_write_fails(tmp_path, monkeypatch):
         save_model(path, model, info)
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_shipped_weights_load_and_each_has_a_model_card():
+    from conftest import REPO
+    from scannernet_ros.weights import models_dir
+    files = sorted((REPO / "models").glob("*.safetensors"))
+    assert files, "no shipped weights in models/"
+    assert models_dir() == REPO / "models"
+    for path in files:
+        model, info = load_model(path)
+        assert info.architecture == path.stem and info.trained
+        assert "heldout" in info.metrics and 0 < info.metrics["heldout"]["pooled"]["iou"] <= 1
+        card = path.with_suffix(".md").read_text()
+        assert f"{info.metrics['heldout']['pooled']['iou'] * 100:.2f}" in card  # card and file agree
+    assert resolve_model_path("scannernet_small") == REPO / "models" / "scannernet_small.safetensors"

@@ -47,7 +47,7 @@ class BagPlayer(Node):
         self.wait_for = declare(self, "wait_for_subscribers", 1,
                                 "hold playback until scanline and gt_line together have this many subscribers", (0, 1000))
         depth = declare(self, "qos_depth", 2000, "queue depth (0 = keep all)", (0, 1 << 20))
-        self.batch = declare(self, "batch", 100, "lines between acknowledgement waits when rate is 0", (1, 1 << 20))
+        self.batch = declare(self, "batch", 1000, "lines between acknowledgement waits when rate is 0", (1, 1 << 20))
         self.bags = find_bags(Path(bag).expanduser()) if bag else []
         if not self.bags:
             raise ParameterError(f"parameter 'bag': no rosbag2 bag at {bag!r}")

@@ -131,11 +131,12 @@ def rss_over_length(weights: Path, lines: int) -> dict:
                 time.sleep(0.05)
             camera = _start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=0.0,
                             wait_for_subscribers=1, qos_depth=0)
-            for mark in (1000, lines):
+            for mark in (1000, lines // 2, lines):
                 recorder.wait_for(mark, 60 + mark * 0.02)
                 samples[mark] = proc.memory_info().rss / 2**20
             received = len(recorder.stamps)
     finally:
         _stop(camera, segmenter)
         rclpy.try_shutdown()
-    return {"lines": lines, "received": received, "rss_1000_mb": samples[1000], "rss_end_mb": samples[lines]}
+    return {"lines": lines, "received": received, "rss_1000_mb": samples[1000],
+            "rss_half_mb": samples[lines // 2], "rss_end_mb": samples[lines]}

@@ -46,7 +46,7 @@ class PushbroomCamera(Node):
         depth = declare(self, "qos_depth", 2000, "publisher queue depth (0 = keep all)", (0, 1 << 20))
         self.wait_for = declare(self, "wait_for_subscribers", 0,
                                 "hold the first line until scanline has this many subscribers", (0, 1000))
-        self.batch = declare(self, "batch", 100, "lines between acknowledgement waits when line_rate_hz is 0", (1, 1 << 20))
+        self.batch = declare(self, "batch", 1000, "lines between acknowledgement waits when line_rate_hz is 0", (1, 1 << 20))
 
         try:
             self.scene = open_scene(source, width=width, length=length, seed=seed)

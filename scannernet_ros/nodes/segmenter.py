@@ -28,7 +28,7 @@ class Segmenter(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("segmenter", **kwargs)
-        model = declare(self, "model", "scannernet", "registry name (shipped weights) or path to a .safetensors file")
+        model = declare(self, "model", "scannernet_small", "registry name (shipped weights) or path to a .safetensors file")
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
         self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud", (0.0, 1.0))
         num_threads = declare(self, "num_threads", 1, "CPU threads for the model (0 = PyTorch default)", (0, 256))
