@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
 from ros_helpers import params, start, stop, wait_until
 from scannernet_ros.camera import scan

@@ -107,7 +107,7 @@ def test_segmenter_killed_and_restarted_resumes_with_fresh_state(ros, random_wei
     period = 4_444_444
     t0 = stamps[0]  # the camera's first line: the recorder was listening before the camera started
     offline = LineSegmenter.from_file(str(random_weights))
-    lines_by_index = {l.index: l for l in scan(SyntheticScene(width, lines, seed=seed), "16UC4")}
+    lines_by_index = {line.index: line for line in scan(SyntheticScene(width, lines, seed=seed), "16UC4")}
     for s in after[:60]:
         idx = round((s - t0) / period)
         msg = image(s, lines_by_index[idx].samples, "16UC4")

@@ -32,7 +32,7 @@ def test_synthetic_any_width_and_length():
 @pytest.mark.parametrize("encoding", INPUT_ENCODINGS)
 def test_camera_lines_in_every_encoding(encoding):
     lines = list(scan(SyntheticScene(20, 70), encoding))
-    assert len(lines) == 70 and [l.index for l in lines] == list(range(70))
+    assert len(lines) == 70 and [line.index for line in lines] == list(range(70))
     dtype, bands = ENCODINGS[encoding]
     assert lines[0].samples.shape == (len(bands), 20) and lines[0].samples.dtype == dtype
 
