@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from ros_helpers import params, start, stop, wait_until
 from scannernet_ros.camera import scan
@@ -102,7 +103,7 @@ def test_bad_parameter_is_a_clear_error_and_nonzero_exit(random_weights):
         ("pushbroom_camera", {"line_rate_hz": -5.0}, "line_rate_hz"),
         ("pushbroom_camera", {"encoding": "yuv422"}, "encoding"),
         ("pushbroom_camera", {"source": "/nonexistent/scene.tif"}, "source"),
-    ]:
+    ] + ([] if torch.cuda.is_available() else [("segmenter", {"model": random_weights, "device": "cuda"}, "CUDA")]):
         proc = start(name, "badparam", **overrides)
         try:
             out, _ = proc.communicate(timeout=30)
