@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import encode_rows, truth_mono8
+from .camera import encode_rows, truth_from_mono8, truth_mono8
 from .codec import ImageFormatError, decode_line, encode_line
 from .normalise import InputSpec, to_reflectance
 from .scenes import BANDS, NO_DATA, ArrayScene, Scene
@@ -159,9 +159,5 @@ def _rgbn(samples: np.ndarray) -> np.ndarray:
 
 
 def _mask(gt: np.ndarray | None, width: int) -> np.ndarray:
-    if gt is None:
-        return np.full(width, NO_DATA, np.uint8)
-    out = (gt == 255).astype(np.uint8)
-    out[gt == 127] = NO_DATA
-    return out
+    return np.full(width, NO_DATA, np.uint8) if gt is None else truth_from_mono8(gt)
 

@@ -59,3 +59,10 @@ def truth_mono8(truth: np.ndarray) -> np.ndarray:
     out = np.where(truth == 1, 255, 0).astype(np.uint8)
     out[truth == NO_DATA] = 127
     return out
+
+
+def truth_from_mono8(gt: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`truth_mono8`: gt_line mono8 (0, 255, 127) -> 0/1/NO_DATA."""
+    out = (gt == 255).astype(np.uint8)
+    out[gt == 127] = NO_DATA
+    return out

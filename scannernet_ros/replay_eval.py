@@ -10,14 +10,8 @@ import bisect
 
 import numpy as np
 
-from .metrics import NO_DATA, Evaluation
-
-
-def truth_from_mono8(gt: np.ndarray) -> np.ndarray:
-    """gt_line mono8 (0 clear, 255 cloud, 127 no data) -> 0/1/NO_DATA."""
-    out = (gt == 255).astype(np.uint8)
-    out[gt == 127] = NO_DATA
-    return out
+from .camera import truth_from_mono8
+from .metrics import Evaluation
 
 
 class StampPairing:

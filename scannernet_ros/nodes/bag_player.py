@@ -19,7 +19,7 @@ from std_msgs.msg import Empty, Header
 
 from ..bags import GT_LINE, SCANLINE, SCENE, BagError, find_bags, read_bag
 from ..pacing import run_paced, wait_for
-from .ros_common import ParameterError, declare, from_ns, qos, run_node
+from .ros_common import ParameterError, declare, from_ns, qos, run_node, to_ns
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MARKERS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -27,7 +27,7 @@ MARKERS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durabil
 
 def to_ros_header(h) -> Header:
     """A rosbags Header -> an rclpy Header."""
-    return Header(stamp=from_ns(h.stamp.sec * 10**9 + h.stamp.nanosec), frame_id=h.frame_id)
+    return Header(stamp=from_ns(to_ns(h.stamp)), frame_id=h.frame_id)
 
 
 def to_ros_image(m) -> Image:
