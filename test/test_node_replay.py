@@ -65,3 +65,42 @@ def test_lost_masks_are_a_failure(ros, tmp_path):
         assert wait_until(lambda: evaluator.report is not None, 30)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "FAIL" and report["lost_masks"] == 8 and report["lines_paired"] == 8
+
+
+def test_evaluator_rejects_malformed_lines_instead_of_misreading_them(ros, tmp_path):
+    """A mask line whose data does not match its step is counted, and the report fails."""
+    import numpy as np
+    import rclpy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Empty
+
+    from ros_helpers import image
+    from scannernet_ros.nodes.bag_player import LATCHED
+    from scannernet_ros.nodes.evaluator import STATUS_NAME, Evaluator
+    from scannernet_ros.nodes.recorder import Recorder
+    from scannernet_ros.nodes.ros_common import NodeThreads, qos
+
+    ns = "malformed"
+    evaluator = Evaluator(namespace=ns, parameter_overrides=params(report_path=str(tmp_path / "r.json"), settle_s=0.2))
+    listener = Recorder(namespace=ns, gt_topic=None)
+    sender = rclpy.create_node("sender", namespace=ns)
+    masks = sender.create_publisher(Image, "mask_line", qos("reliable", 0))
+    done = sender.create_publisher(Empty, "replay_done", LATCHED)
+    with NodeThreads([evaluator, listener, sender]):
+        assert wait_until(lambda: masks.get_subscription_count() >= 2, 10)
+        truth = sender.create_publisher(Image, "gt_line", qos("reliable", 0))  # evaluator subscribes once masks connect
+        assert wait_until(lambda: truth.get_subscription_count() >= 1, 10)
+        good = image(1_000, np.full((1, 8), 255, np.uint8), "mono8")
+        bad = image(2_000, np.full((1, 8), 255, np.uint8), "mono8")
+        bad.data = bytes(bad.data)[:5]
+        for stamp, msg in ((1_000, good), (2_000, bad)):
+            truth.publish(image(stamp, np.full((1, 8), 255, np.uint8), "mono8"))
+            masks.publish(msg)
+        assert wait_until(lambda: evaluator.pairing.paired == 1 and sum(evaluator.rejected.values()) == 1, 10)
+        done.publish(Empty())
+        assert wait_until(lambda: evaluator.report is not None, 10)
+        assert wait_until(lambda: STATUS_NAME in listener.statuses and listener.statuses[STATUS_NAME].level == b"\x02", 5)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["rejected_lines"] == {"mask_line data_length": 1}
+    assert report["status"] == "FAIL" and report["lost_masks"] == 1 and report["lines_paired"] == 1
+    assert listener.malformed == 1  # the recorder did not misread it either

@@ -7,6 +7,7 @@ came are lost masks: the report's status is FAIL and the diagnostics level ERROR
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, Header
 
+from ..codec import ImageFormatError, decode_line
 from ..diagnostics import ERROR, OK, Report
 from ..replay_eval import StampPairing
 from ..weights import atomic_write
@@ -32,6 +34,7 @@ class Evaluator(Node):
         self.settle_s = declare(self, "settle_s", 2.0, "seconds to wait for the last masks after replay_done", (0.0, 3600.0))
         self.pairing = StampPairing()
         self.report: dict | None = None
+        self.rejected: Counter = Counter()
         self.write_error: str | None = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.mask_sub = self.create_subscription(Image, "mask_line", self.on_mask, qos("reliable", 0))
@@ -49,10 +52,26 @@ class Evaluator(Node):
             self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
 
     def on_mask(self, msg: Image) -> None:
-        self.pairing.add_mask(to_ns(msg.header.stamp), np.frombuffer(bytes(msg.data), np.uint8)[:msg.width])
+        row = self.decode(msg, "mask_line")
+        if row is not None:
+            self.pairing.add_mask(to_ns(msg.header.stamp), row)
 
     def on_truth(self, msg: Image) -> None:
-        self.pairing.add_truth(to_ns(msg.header.stamp), np.frombuffer(bytes(msg.data), np.uint8)[:msg.width])
+        row = self.decode(msg, "gt_line")
+        if row is not None:
+            self.pairing.add_truth(to_ns(msg.header.stamp), row)
+
+    def decode(self, msg: Image, topic: str) -> np.ndarray | None:
+        """A mono8 line's pixels; anything else is counted under its topic and reason, not misread."""
+        try:
+            line = decode_line(msg)
+            if line.bands != ("mono",) or line.kind != "uint8":
+                raise ImageFormatError("encoding", f"expected mono8, got {msg.encoding}")
+        except ImageFormatError as err:
+            self.rejected[f"{topic} {err.reason}"] += 1
+            self.get_logger().error(f"rejected {topic}: {err}", throttle_duration_sec=1.0)
+            return None
+        return line.samples[0]
 
     def on_scene(self, msg: Header) -> None:
         self.pairing.add_scene(to_ns(msg.stamp), msg.frame_id)
@@ -64,6 +83,9 @@ class Evaluator(Node):
     def finish(self) -> None:
         self._finish_timer.cancel()
         self.report = self.pairing.report()
+        self.report["rejected_lines"] = dict(self.rejected)
+        if self.rejected:
+            self.report["status"] = "FAIL"
         try:
             self.report_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.report_path, lambda tmp: Path(tmp).write_text(json.dumps(self.report, indent=1, default=float)))
@@ -80,10 +102,15 @@ class Evaluator(Node):
         pooled = p.evaluation.pooled()
         values = {"lines paired": str(p.paired), "masks waiting for truth": str(len(p.masks)),
                   "truth waiting for masks": str(len(p.truth)), "scenes": str(len(p.scene_names)),
+                  "rejected": str(sum(self.rejected.values())),
+                  **{f"rejected {k}": str(v) for k, v in sorted(self.rejected.items())},
                   "pooled iou": f"{pooled['iou']:.4f}", "pooled f1": f"{pooled['f1']:.4f}",
                   "report": str(self.report_path) if self.report else "pending"}
-        if self.report is not None and (self.report["status"] != "ok" or self.write_error):
-            level, message = ERROR, self.write_error or f"{self.report['lost_masks']} masks lost"
+        if self.rejected and self.report is None:
+            level, message = ERROR, f"rejected {sum(self.rejected.values())} malformed lines"
+        elif self.report is not None and (self.report["status"] != "ok" or self.write_error):
+            level, message = ERROR, self.write_error or (f"{self.report['lost_masks']} masks lost, "
+                                                         f"{sum(self.rejected.values())} lines rejected")
         else:
             level, message = OK, "done" if self.report else "evaluating"
         self.diag_pub.publish(diagnostic_array(self, STATUS_NAME, Report(level, message, values)))

@@ -13,6 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from ..codec import ImageFormatError, decode_line
 from .ros_common import qos, to_ns
 
 
@@ -28,6 +29,7 @@ class Recorder(Node):
         self.truth: dict[int, np.ndarray] = {}
         self.frame_ids: set[str] = set()
         self.statuses: dict[str, object] = {}
+        self.malformed = 0
         self.changed = threading.Condition()
         self.mask_sub = self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
         if gt_topic:
@@ -39,14 +41,25 @@ class Recorder(Node):
         stamp = to_ns(msg.header.stamp)
         self.latency_ns.append(received - stamp)
         self.frame_ids.add(msg.header.frame_id)
-        if self.keep_lines:
-            self.masks[stamp] = np.frombuffer(bytes(msg.data), np.uint8)[:msg.width].copy()
+        row = self.row(msg) if self.keep_lines else None
+        if row is not None:
+            self.masks[stamp] = row
         with self.changed:
             self.stamps.append(stamp)
             self.changed.notify_all()
 
     def on_truth(self, msg: Image) -> None:
-        self.truth[to_ns(msg.header.stamp)] = np.frombuffer(bytes(msg.data), np.uint8)[:msg.width].copy()
+        row = self.row(msg)
+        if row is not None:
+            self.truth[to_ns(msg.header.stamp)] = row
+
+    def row(self, msg: Image) -> np.ndarray | None:
+        """A line's first band through the codec; a malformed one gives None and is counted."""
+        try:
+            return decode_line(msg).samples[0].copy()
+        except ImageFormatError:
+            self.malformed += 1
+            return None
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
