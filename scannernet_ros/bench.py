@@ -59,9 +59,9 @@ def timed(fn, runs: int, discard: int = 10, sync=lambda: None) -> dict[str, floa
     return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
 
 
-def _segmenter(name: str, device: torch.device, fused: bool = True) -> LineSegmenter:
+def _segmenter(name: str, device: torch.device, stepper: str = "auto") -> LineSegmenter:
     torch.manual_seed(0)
-    return LineSegmenter(build_model(name), ModelInfo(name), device, reset_gap_lines=0, fused=fused)
+    return LineSegmenter(build_model(name), ModelInfo(name), device, reset_gap_lines=0, stepper=stepper)
 
 
 def _line(width: int, seed: int = 0) -> Line:
@@ -69,9 +69,9 @@ def _line(width: int, seed: int = 0) -> Line:
     return Line(dn, ("red", "green", "blue"), "uint16")
 
 
-def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, fused: bool = True) -> dict:
+def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, stepper: str = "auto") -> dict:
     """Time to the first mask line: one LineSegmenter.process from uint16 samples to probabilities."""
-    seg = _segmenter(name, device, fused)
+    seg = _segmenter(name, device, stepper)
     line = _line(width)
     stamp = iter(range(0, 1 << 62, seg.line_period_ns))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -154,8 +154,9 @@ def latency_table(runs: int) -> tuple[list, list]:
             torch.set_num_threads(threads)
         device = torch.device(dev)
         cases = [(n, "line", lambda n=n: line_latency(n, device, runs)) for n in ("scannernet", "scannernet_small", "baseline1d")]
-        cases.append(("scannernet (plain eager step)", "line",
-                      lambda: line_latency("scannernet", device, runs, fused=False)))
+        cases += [(f"scannernet ({label})", "line", lambda kind=kind: line_latency("scannernet", device, runs, stepper=kind))
+                  for kind, label in (("torch", "torch fused step"), ("plain", "plain eager step"))
+                  if not (dev == "cuda" and kind == "torch")]  # on CUDA the torch step is the default
         cases += [(n, "image", lambda n=n: image_latency(n, device, runs)) for n in ("cfcn", "cunetpp", "baseline1d")]
         for name, unit, fn in cases:
             t = fn()

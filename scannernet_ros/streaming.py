@@ -17,7 +17,7 @@ from torch import nn
 from .codec import ImageFormatError, Line, decode_line
 from .normalise import Normaliser
 from .stats import Window
-from .stepper import make_stepper
+from .stepper import STEPPERS, make_stepper
 from .weights import ModelInfo, load_model, resolve_model_path
 
 LANDSAT8_LINE_RATE_HZ = 225.0
@@ -42,9 +42,11 @@ class LineSegmenter:
 
     def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu",
                  line_rate_hz: float = LANDSAT8_LINE_RATE_HZ, reset_gap_lines: int = 10,
-                 window: int = 4096, fused: bool = True) -> None:
+                 window: int = 4096, stepper: str = "auto") -> None:
         if not getattr(model, "streams", False):
             raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
+        if stepper not in STEPPERS:
+            raise ValueError(f"stepper must be one of {STEPPERS}, got {stepper!r}")
         if line_rate_hz <= 0:
             raise ValueError(f"line_rate_hz must be positive, got {line_rate_hz}")
         self.device = torch.device(device)
@@ -56,7 +58,7 @@ class LineSegmenter:
         self.reset_gap_lines = reset_gap_lines
         self.counters = Counters()
         self.compute_ms = Window(window)
-        self.fused = fused
+        self.stepper_kind = stepper
         self.width: int | None = None
         self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
         self.state_since_ns: int | None = None  # stamp of the first line the current state has seen
@@ -100,12 +102,10 @@ class LineSegmenter:
         self.counters.lines_in += 1
         self._check_continuity(line.width, stamp_ns)
         t0 = time.perf_counter()
-        x = torch.from_numpy(self.normalise(samples, line.kind)).to(self.device)[None]
-        with torch.inference_mode():
-            if self.stepper is None:
-                self.stepper = make_stepper(self.model, line.width, self.device, self.fused)
-                self.state_since_ns, self.state_lines = stamp_ns, 0
-            prob = self.stepper.step(x).sigmoid_()[0].cpu().numpy()
+        if self.stepper is None:
+            self.stepper = make_stepper(self.model, line.width, self.device, self.stepper_kind)
+            self.state_since_ns, self.state_lines = stamp_ns, 0
+        prob = self.stepper.probabilities(self.normalise(samples, line.kind))
         self.compute_ms.add((time.perf_counter() - t0) * 1e3)
         self.state_lines += 1
         self.counters.lines_out += 1

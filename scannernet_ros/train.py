@@ -48,6 +48,7 @@ class TrainConfig:
     lr: float = 5e-3
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
+    clip: float = 0.0            # >0: clip the gradient norm; recurrent nets spike without it
     max_epochs: int = 1000
     patience: int = 30
     steps_per_epoch: int = 0     # 0: enough batches to cover the training pixels once
@@ -263,6 +264,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     continue
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if cfg.clip > 0:
+                    scaler.unscale_(optimiser)
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
                 scaler.step(optimiser)
                 scaler.update()
                 if averaged is not None:
@@ -337,6 +341,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0 = off)")
     p.add_argument("--max-epochs", type=int, default=d.max_epochs)
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)

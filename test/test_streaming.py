@@ -85,24 +85,36 @@ def test_memory_does_not_grow_with_lines():
 
 @pytest.mark.parametrize("name", ["scannernet", "scannernet_small"])
 @pytest.mark.parametrize("width", [1, 5, 384])
-def test_fused_stepper_agrees_with_model_step(name, width):
-    from scannernet_ros.stepper import FusedStepper, ModelStepper
+@pytest.mark.parametrize("kind", ["cpu", "fused"])
+def test_fast_steppers_agree_with_model_step(name, width, kind):
+    from scannernet_ros.stepper import CpuStepper, FusedStepper, ModelStepper
     torch.manual_seed(7)
     net = build_model(name).eval()
-    fused, plain = FusedStepper(net, width, torch.device("cpu")), ModelStepper(net, width, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    make = (lambda: CpuStepper(net, width)) if kind == "cpu" else (lambda: FusedStepper(net, width, cpu))
+    fast, fast_twin = make(), make()  # one answers step (logits), the other probabilities
+    plain, twin = ModelStepper(net, width, cpu), ModelStepper(net, width, cpu)
     with torch.inference_mode():
         for i in range(50):
-            x = torch.randn(1, 3, width)
-            torch.testing.assert_close(fused.step(x), plain.step(x), atol=1e-6, rtol=1e-5)
-        for a, b in zip(fused.state_tensors(), plain.state_tensors()):
+            x = torch.randn(1, 3, width) * 3  # wide enough to reach the saturated ends of the gates
+            torch.testing.assert_close(fast.step(x), plain.step(x), atol=1e-6, rtol=1e-5)
+            np.testing.assert_allclose(fast_twin.probabilities(x[0].numpy()), twin.probabilities(x[0].numpy()),
+                                       atol=1e-6)
+        for a, b in zip(fast_twin.state_tensors(), twin.state_tensors()):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_fused_and_plain_segmenters_give_the_same_masks():
+@pytest.mark.parametrize("stepper", ["auto", "torch"])
+def test_fast_and_plain_segmenters_give_the_same_masks(stepper):
     image = np.random.default_rng(3).random((3, 60, 50), np.float32)
-    fused = _segmenter().segment_image(image, "float")
-    plain = _segmenter(fused=False).segment_image(image, "float")
-    np.testing.assert_allclose(fused, plain, atol=1e-6)
+    fast = _segmenter(stepper=stepper).segment_image(image, "float")
+    plain = _segmenter(stepper="plain").segment_image(image, "float")
+    np.testing.assert_allclose(fast, plain, atol=1e-6)
+
+
+def test_unknown_stepper_is_refused():
+    with pytest.raises(ValueError, match="stepper must be one of"):
+        _segmenter(stepper="turbo")
 
 
 @needs_cuda
