@@ -1,6 +1,7 @@
 """Training and evaluation data as in-memory samples, whatever the source.
 
-A source string is one of: ``synthetic:N`` or ``synthetic:N:SIZE`` (N procedural scenes),
+A source string is one of: ``synthetic:N[:SIZE[:LO-HI]]`` (N procedural scenes of SIZE x SIZE,
+cloud cover spread from LO to HI; the default 0.15-0.65 has no clear or overcast scenes, 0-1.6 has both),
 a 38-Cloud split folder (its patches), an L8 Biome folder (``Images/`` + ``Masks/`` anywhere
 below), a rosbag2 bag or a folder of bags (one scene per bag), a folder of images each with a
 ``<stem>_mask`` beside it, or one image file.
@@ -33,9 +34,14 @@ def _synthetic(spec: str) -> list[Sample]:
     parts = spec.split(":")
     count = int(parts[1]) if len(parts) > 1 else 16
     size = int(parts[2]) if len(parts) > 2 else 256
+    try:
+        low, high = (float(v) for v in parts[3].split("-")) if len(parts) > 3 else (0.15, 0.65)
+    except ValueError:
+        raise DatasetError(f"{spec}: cloud cover range must read LO-HI, e.g. 0-1.6") from None
     out = []
     for seed in range(1000, 1000 + count):
-        scene = SyntheticScene(size, size, seed=seed, cloud_cover=0.15 + 0.5 * ((seed * 7919) % 100) / 100)
+        cover = low + (high - low) * ((seed * 7919) % 100) / 100
+        scene = SyntheticScene(size, size, seed=seed, cloud_cover=cover)
         rho, mask = scene.rows(0, size)
         out.append(Sample(scene.name, scene.name, rho, mask))
     return out

@@ -101,18 +101,24 @@ def test_segmenter_killed_and_restarted_resumes_with_fresh_state(ros, random_wei
         stop(camera) if camera else None
     after = stamps[killed_at:]
     assert after == sorted(after) and len(set(after)) == len(after)
-    first = after[0]
-    assert int(status["state since stamp ns"]) == first  # the new state starts at the first line it saw
+    # The new state starts at the first line the new process saw.  Its first masks may go out before
+    # discovery has matched mask_line with the recorder (a volatile topic keeps nothing for late
+    # subscribers), so the first mask received can come a little later than that line.
+    since, first = int(status["state since stamp ns"]), after[0]
+    assert stamps[killed_at - 1] < since <= first
     # the restarted segmenter starts from zero state: same masks as a fresh offline segmenter from that line
     period = 4_444_444
     t0 = stamps[0]  # the camera's first line: the recorder was listening before the camera started
     offline = LineSegmenter.from_file(str(random_weights))
     lines_by_index = {line.index: line for line in scan(SyntheticScene(width, lines, seed=seed), "16UC4")}
-    for s in after[:60]:
-        idx = round((s - t0) / period)
-        msg = image(s, lines_by_index[idx].samples, "16UC4")
-        expected = (offline.process(decode_line(msg), s) >= 0.5) * 255
-        np.testing.assert_array_equal(masks[s], expected)
+    checked = 0
+    for idx in range(round((since - t0) / period), round((after[59] - t0) / period) + 1):
+        s = t0 + idx * period
+        expected = (offline.process(decode_line(image(s, lines_by_index[idx].samples, "16UC4")), s) >= 0.5) * 255
+        if s in masks:
+            np.testing.assert_array_equal(masks[s], expected)
+            checked += 1
+    assert checked >= 60
 
 
 def test_source_restarted_stamps_go_backwards_and_reset_is_counted(ros, random_weights, tmp_path):

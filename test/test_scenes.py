@@ -143,3 +143,13 @@ def test_plain_folder_of_images_with_masks(tmp_path):
         np.save(tmp_path / f"img{i}.mask.npy", np.eye(6, 5, dtype=np.uint8))
     samples = load_samples(str(tmp_path))
     assert [s.name for s in samples] == ["img0", "img1"] and samples[0].mask.sum() == 5
+
+
+def test_synthetic_source_cover_range_reaches_clear_and_overcast():
+    from scannernet_ros.datasets import load_all
+    wide = [s.mask.mean() for s in load_all(["synthetic:40:64:0-1.6"])]
+    assert min(wide) < 0.05 and max(wide) > 0.95
+    default, explicit = load_all(["synthetic:3:64"]), load_all(["synthetic:3:64:0.15-0.65"])
+    assert all(np.array_equal(a.reflectance, b.reflectance) for a, b in zip(default, explicit))
+    with pytest.raises(DatasetError, match="LO-HI"):
+        load_all(["synthetic:4:64:lots"])

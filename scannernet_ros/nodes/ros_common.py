@@ -1,6 +1,7 @@
 """The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable
 
@@ -8,6 +9,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -80,13 +82,39 @@ def diagnostic_array(node: Node, name: str, report: Report) -> DiagnosticArray:
     return msg
 
 
+def make_executor() -> Executor:
+    """rclpy's C++ EventsExecutor where the installed rclpy has one, else a SingleThreadedExecutor.
+
+    The Python executors rebuild a wait set and walk every entity for each callback, which at
+    hundreds of lines a second costs more than the model; the events executor is handed each event
+    by the middleware.  ``SCANNERNET_EXECUTOR=single`` chooses the Python one.
+    """
+    if os.environ.get("SCANNERNET_EXECUTOR", "events") == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            pass
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
+
+
+def spin(node: Node) -> None:
+    """Run the node's callbacks until shutdown.  ``spin_once`` in a loop rather than ``spin``:
+    the Jazzy wheel's EventsExecutor.spin() did not deliver subscriptions across processes here."""
+    executor = make_executor()
+    executor.add_node(node)
+    while rclpy.ok():
+        executor.spin_once(timeout_sec=0.25)
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """Spin one node until Ctrl-C; a bad start-up parameter or file is one clear line and exit 2."""
     rclpy.init(args=args)
     node = None
     try:
         node = factory()
-        rclpy.spin(node)
+        spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except (ParameterError, ValueError, FileNotFoundError, RuntimeError) as exc:
