@@ -1,3 +1,4 @@
+import math
 import json
 import os
 import subprocess
@@ -63,3 +64,13 @@ def test_torchrun_two_cpu_processes(tmp_path):
     history = json.loads((tmp_path / "ddp" / "log.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert "2 process(es)" in result.stdout + result.stderr
+
+
+def test_scene_mean_selection_and_clipping(tmp_path):
+    progress = train(_cfg(tmp_path, max_epochs=2, select="scene_mean", clip=0.5, data=["synthetic:8:48:0.6-1.2"]),
+                     log=lambda *_: None)
+    row = progress["history"][-1]
+    assert row["val_iou"] == row["val_iou_scene_mean"] or math.isnan(row["val_iou_scene_mean"])
+    assert 0.0 <= row["val_iou_pooled"] <= 1.0
+    _, info = load_model(tmp_path / "run" / "best.safetensors")
+    assert "val_scene_mean" in info.metrics and info.training["config"]["clip"] == 0.5
