@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any, Callable
 
 import rclpy
@@ -99,13 +100,11 @@ def make_executor() -> Executor:
     return SingleThreadedExecutor()
 
 
-def spin(node: Node) -> None:
-    """Run the node's callbacks until shutdown.  ``spin_once`` in a loop rather than ``spin``:
+def spin_until(executor: Executor, stop: threading.Event | None = None) -> None:
+    """Run callbacks until shutdown or ``stop``.  ``spin_once`` in a loop rather than ``spin``:
     the Jazzy wheel's EventsExecutor.spin() did not deliver subscriptions across processes here."""
-    executor = make_executor()
-    executor.add_node(node)
-    while rclpy.ok():
-        executor.spin_once(timeout_sec=0.25)
+    while rclpy.ok() and not (stop is not None and stop.is_set()):
+        executor.spin_once(timeout_sec=0.1)
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -114,7 +113,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     node = None
     try:
         node = factory()
-        spin(node)
+        executor = make_executor()
+        executor.add_node(node)
+        spin_until(executor)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except (ParameterError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -129,7 +130,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
 
 
 class NodeThreads:
-    """Spin each node on its own SingleThreadedExecutor in its own thread.
+    """Spin each node on its own executor (see :func:`make_executor`) in its own thread.
 
     This is how several nodes share one process here: rclpy's MultiThreadedExecutor busy-loops
     while a callback runs (ros2/rclpy#1452, fixed after the Jazzy wheels), which starves the
@@ -137,26 +138,23 @@ class NodeThreads:
     """
 
     def __init__(self, nodes: list[Node]) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-        import threading
         self.nodes = nodes
-        self.executors = []
-        self.threads = []
+        self._stop = threading.Event()
+        self._spinning = []
         for node in nodes:
-            executor = SingleThreadedExecutor()
+            executor = make_executor()
             executor.add_node(node)
-            thread = threading.Thread(target=executor.spin, name=f"spin_{node.get_name()}", daemon=True)
-            self.executors.append(executor)
-            self.threads.append(thread)
-        for thread in self.threads:
+            thread = threading.Thread(target=spin_until, args=(executor, self._stop),
+                                      name=f"spin_{node.get_name()}", daemon=True)
+            self._spinning.append((node, executor, thread))
+        for _, _, thread in self._spinning:
             thread.start()
 
     def shutdown(self) -> None:
-        for executor in self.executors:
-            executor.shutdown(timeout_sec=2.0)
-        for thread in self.threads:
+        self._stop.set()
+        for node, executor, thread in self._spinning:
             thread.join(timeout=2.0)
-        for node in self.nodes:
+            executor.remove_node(node)
             node.destroy_node()
 
     def __enter__(self) -> "NodeThreads":
