@@ -191,7 +191,8 @@ def swath_table(lines: int) -> tuple[list, list]:
 def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, list]:
     from .nodes.bench_ros import end_to_end, rss_over_length
     rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
-             "stamp->mask p50 ms", "p99 ms", "max ms", "scanline->mask p50 ms", "p99 ms", "lines/s")]
+             "stamp->mask p50 ms", "p99 ms", "max ms", "stamp->scanline p50 ms", "scanline->mask p50 ms", "p99 ms",
+             "lines/s")]
     data = []
     for width in (SIZE, SWATH):
         for rate in (LANDSAT8_LINE_RATE_HZ, 0.0):
@@ -202,7 +203,8 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, li
             fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
             rows.append((f"{width:,}", f"{rate:.0f} Hz" if rate else "max (lossless)", str(lines), str(r["received"]),
                          str(r["lost"]), str(r["disorder"]), fmt(stamp.get("p50")), fmt(stamp.get("p99")),
-                         fmt(stamp.get("max")), fmt(turn["p50"]), fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
+                         fmt(stamp.get("max")), fmt(r["stamp_to_scanline_ms"].get("p50")), fmt(turn["p50"]),
+                         fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
     rss = rss_over_length(weights, long_lines)
     rss_rows = [("segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
                  f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB"),

@@ -106,11 +106,13 @@ def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
     unique = sorted(set(stamps))
     disorder = len(stamps) - len(unique) + sum(1 for a, b in zip(stamps, stamps[1:]) if b < a)
     stamp_to_mask = [(mask_seen[s] - s) / 1e6 for s in unique] if rate else []
+    stamp_to_scan = [(t - s) / 1e6 for s, t in scan_seen.items()] if rate else []  # one hop, no model
     turnaround = [(mask_seen[s] - scan_seen[s]) / 1e6 for s in unique if s in scan_seen]
     span = (max(mask_seen.values()) - min(mask_seen.values())) / 1e9 if len(mask_seen) > 1 else float("nan")
     return {"width": width, "rate_hz": rate, "lines": lines, "received": len(unique),
             "lost": lines - len(unique), "disorder": disorder,
-            "stamp_to_mask_ms": _percentiles(stamp_to_mask), "scanline_to_mask_ms": _percentiles(turnaround),
+            "stamp_to_mask_ms": _percentiles(stamp_to_mask), "stamp_to_scanline_ms": _percentiles(stamp_to_scan),
+            "scanline_to_mask_ms": _percentiles(turnaround),
             "lines_per_s": (len(unique) - 1) / span if span == span and span > 0 else 0.0}
 
 
