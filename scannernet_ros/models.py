@@ -95,6 +95,35 @@ class ScannerNet(nn.Module):
         return self.scan(image)[0]
 
 
+@torch.no_grad()
+def widen(small: ScannerNet, big: ScannerNet, noise: float = 1e-2, generator: torch.Generator | None = None) -> None:
+    """Load ``small`` into the larger ``big`` so that ``big`` starts out computing (almost) what
+    ``small`` computes (function-preserving widening, as in Net2Net).
+
+    Each of small's units keeps its weights in the same gate slot of ``big``; shorter kernels sit
+    centred in longer ones.  Everything ``big`` has beyond that (extra taps, extra units and their
+    head weights) gets ``noise``-sized random values: not zero, so that the new units receive
+    gradients, and small enough to leave the function where it was.
+    """
+    pairs = ((small.cell1, big.cell1), (small.cell2, big.cell2))
+    for s, b in pairs:
+        if (s.in_channels != b.in_channels or s.hidden_channels > b.hidden_channels
+                or s.gates.kernel_size[0] > b.gates.kernel_size[0]):
+            raise ValueError("widen needs a network at least as wide, with kernels at least as long")
+    for p in big.parameters():
+        p.copy_(torch.randn(p.shape, generator=generator) * noise)
+    for s, b in pairs:
+        ns, nb, xs = s.hidden_channels, b.hidden_channels, s.in_channels
+        offset = (b.gates.kernel_size[0] - s.gates.kernel_size[0]) // 2
+        taps = slice(offset, offset + s.gates.kernel_size[0])
+        for gate in range(4):  # i, f, o, g: rows [gate * n, gate * n + n)
+            rows_s, rows_b = slice(gate * ns, gate * ns + ns), slice(gate * nb, gate * nb + ns)
+            b.gates.bias[rows_b] = s.gates.bias[rows_s]
+            b.gates.weight[rows_b, :xs + ns, taps] = s.gates.weight[rows_s, :, :]  # [x; h] -> same slots
+    big.head.weight[:, :small.head.in_channels] = small.head.weight
+    big.head.bias.copy_(small.head.bias)
+
+
 class Baseline1D(nn.Module):
     """The paper's non-recurrent 1D baseline: each row is segmented on its own."""
 

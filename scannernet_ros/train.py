@@ -28,9 +28,9 @@ from torch import nn
 
 from .datasets import Sample, load_all, split_by_scene
 from .metrics import NO_DATA, Evaluation
-from .models import build_model, count_parameters, resolve_device
+from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
 from .normalise import InputSpec
-from .weights import ModelInfo, atomic_write, save_model
+from .weights import ModelInfo, atomic_write, load_model, resolve_model_path, save_model
 
 BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
 
@@ -49,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     clip: float = 0.0            # >0: clip the gradient norm; recurrent nets spike without it
+    init: str = ""               # start from these weights (a smaller ScannerNet is widened into the model)
     select: str = "pooled"       # validation IoU that picks the best epoch: pooled pixels or scene_mean
     max_epochs: int = 1000
     patience: int = 30
@@ -150,6 +151,20 @@ def validate(net: nn.Module, data, spec: InputSpec, device: torch.device, select
     return {**scores, "iou_pooled": pooled["iou"], "iou_scene_mean": scene_mean["iou"]}
 
 
+def initialise(net: nn.Module, path: str, bands: tuple[str, ...], seed: int) -> InputSpec:
+    """Start from trained weights: the same architecture is loaded as is, a smaller ScannerNet
+    is widened into ``net`` (see :func:`models.widen`).  Returns the weights' input scaling, which
+    training must keep: the weights only mean something on inputs scaled that way."""
+    start, info = load_model(resolve_model_path(path))
+    if tuple(info.input.bands) != tuple(bands):
+        raise ValueError(f"{path} takes bands {info.input.bands}, training uses {bands}")
+    if isinstance(net, ScannerNet) and isinstance(start, ScannerNet) and count_parameters(start) < count_parameters(net):
+        widen(start, net, generator=torch.Generator().manual_seed(seed))
+    else:
+        net.load_state_dict(start.state_dict())  # raises on any mismatch
+    return info.input
+
+
 def save_train_state(path: Path, optimiser: torch.optim.Optimizer, progress: dict) -> None:
     """Adam's moments and the loop's position, so ``--resume`` continues where it stopped."""
     tensors = {"torch_rng": torch.get_rng_state()}
@@ -221,12 +236,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop ** 2 * cfg.batch_size * world)))
 
     # -- model and optimiser --------------------------------------------------------------
-    net = build_model(cfg.model, in_channels=len(bands)).to(device)
+    net = build_model(cfg.model, in_channels=len(bands))
+    if cfg.init and not cfg.resume:
+        spec = initialise(net, cfg.init, bands, cfg.seed)
+    net = net.to(device)
     optimiser = (torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
                  if cfg.weight_decay > 0 else torch.optim.Adam(net.parameters(), lr=cfg.lr))
     progress = {"epoch": 0, "step": 0, "best_iou": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     if cfg.resume and (out / "last.safetensors").is_file():
         net.load_state_dict(load_file(str(out / "last.safetensors")))
+        spec = load_model(out / "last.safetensors")[1].input  # the scaling the run started with (--init may set it)
         progress = load_train_state(out / "train_state.safetensors", optimiser)
         rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
         log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
@@ -349,6 +368,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
+    p.add_argument("--init", default=d.init, help="start from these weights (registry name or file); "
+                   "a smaller ScannerNet is widened into the model")
     p.add_argument("--select", choices=("pooled", "scene_mean"), default=d.select,
                    help="validation IoU that picks the best epoch")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0 = off)")

@@ -113,3 +113,16 @@ def test_cuda_streaming_matches_cpu(name):
         cpu = model(image)
         gpu = model.cuda()(image.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_widening_small_into_scannernet_keeps_the_function():
+    from scannernet_ros.models import widen
+    torch.manual_seed(0)
+    small, big = build_model("scannernet_small").eval(), build_model("scannernet").eval()
+    x = torch.randn(2, 3, 30, 40)
+    widen(small, big, noise=0.0)
+    torch.testing.assert_close(big(x), small(x), atol=1e-5, rtol=1e-5)
+    widen(small, big, noise=1e-2)  # trainable new units, nearly the same function
+    assert 0 < (big(x) - small(x)).abs().max() < 0.05
+    with pytest.raises(ValueError, match="at least as wide"):
+        widen(big, small)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from scannernet_ros.train import TrainConfig, train
 from scannernet_ros.weights import load_model
@@ -74,3 +75,15 @@ def test_scene_mean_selection_and_clipping(tmp_path):
     assert 0.0 <= row["val_iou_pooled"] <= 1.0
     _, info = load_model(tmp_path / "run" / "best.safetensors")
     assert "val_scene_mean" in info.metrics and info.training["config"]["clip"] == 0.5
+
+
+def test_init_widens_a_trained_small_network(tmp_path):
+    train(_cfg(tmp_path / "small", max_epochs=1), log=lambda *_: None)
+    small_file = tmp_path / "small" / "run" / "best.safetensors"
+    progress = train(_cfg(tmp_path, model="scannernet", max_epochs=1, init=str(small_file), lr=1e-9),
+                     log=lambda *_: None)
+    small, _ = load_model(small_file)
+    big, info = load_model(tmp_path / "run" / "last.safetensors")
+    x = torch.rand(1, 3, 20, 24)
+    assert (big(x) - small(x)).abs().max() < 0.05 and info.training["config"]["init"] == str(small_file)
+    assert progress["epoch"] == 1
