@@ -66,17 +66,23 @@ def from_reflectance(reflectance: np.ndarray, sample_kind: str, spec: InputSpec)
 
 
 class Normaliser:
-    """Standardises reflectance per band; precomputed so the per-line cost is one fused op."""
+    """Raw samples to model input in two passes: reflectance scaling and standardisation are
+    folded into one gain and one offset per band and sample kind, computed once."""
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        self._scale = (1.0 / np.asarray(spec.std, np.float32))[:, None]
-        self._shift = (-np.asarray(spec.mean, np.float32))[:, None] * self._scale
+        scale = 1.0 / np.asarray(spec.std, np.float64)
+        shift = -np.asarray(spec.mean, np.float64) * scale
+        to_rho = {"uint16": (spec.dn_gain, spec.dn_offset), "uint8": (spec.u8_gain, 0.0), "float": (1.0, 0.0)}
+        self._affine = {kind: ((scale * g).astype(np.float32), (scale * o + shift).astype(np.float32))
+                        for kind, (g, o) in to_rho.items()}
 
-    def __call__(self, samples: np.ndarray, sample_kind: str) -> np.ndarray:
-        """``(bands, ...)`` raw samples in the spec's band order -> float32 model input."""
-        x = to_reflectance(samples, sample_kind, self.spec)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        x *= self._scale.reshape(shape)
-        x += self._shift.reshape(shape)
-        return x
+    def __call__(self, samples: np.ndarray, sample_kind: str, out: np.ndarray | None = None) -> np.ndarray:
+        """``(bands, ...)`` raw samples in the spec's band order -> float32 model input, written into
+        ``out`` when given (a stepper's own input buffer: no copy on the way in)."""
+        if sample_kind not in self._affine:
+            raise ValueError(f"unknown sample kind {sample_kind!r}")
+        gain, offset = self._affine[sample_kind]
+        shape = (-1,) + (1,) * (samples.ndim - 1)
+        x = np.multiply(samples, gain.reshape(shape), out=out, dtype=np.float32)
+        return np.add(x, offset.reshape(shape), out=x)

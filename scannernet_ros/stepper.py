@@ -140,6 +140,7 @@ class CpuStepper:
         self.buf = np.zeros((bands + f1 + c2.hidden_channels, width + 2 * p), np.float32)
         inner = slice(p, p + width)
         self.x, self.h1, self.h2 = self.buf[:bands, inner], self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
+        self.input = self.x  # where a caller may write the next line's model input directly
         self.cell1 = _CpuCell(c1, self.buf[:bands + f1], width)
         self.cell2 = _CpuCell(c2, self.buf[bands:], width)
         self.head_w = net.head.weight.detach().to(torch.float32)[:, :, 0].numpy().copy()   # (1, F2)
@@ -147,7 +148,8 @@ class CpuStepper:
         self.out = np.empty((1, width), np.float32)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        self.x[...] = x
+        if x is not self.x:
+            self.x[...] = x
         self.cell1.step(self.h1)
         self.cell2.step(self.h2)
         np.dot(self.head_w, self.h2, out=self.out)

@@ -105,7 +105,7 @@ class LineSegmenter:
         if self.stepper is None:
             self.stepper = make_stepper(self.model, line.width, self.device, self.stepper_kind)
             self.state_since_ns, self.state_lines = stamp_ns, 0
-        prob = self.stepper.probabilities(self.normalise(samples, line.kind))
+        prob = self.stepper.probabilities(self.normalise(samples, line.kind, getattr(self.stepper, "input", None)))
         self.compute_ms.add((time.perf_counter() - t0) * 1e3)
         self.state_lines += 1
         self.counters.lines_out += 1

@@ -301,34 +301,41 @@ def train(cfg: TrainConfig, log=print) -> dict:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr)  # clear the progress line
         progress["epoch"] += 1
         progress["seconds"] = time.monotonic() - started
-        if not main_process:
-            continue
-        val = validate(kept, val_data, spec, device, cfg.select)
-        row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
-               "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
-               "val_iou_pooled": val["iou_pooled"], "val_iou_scene_mean": val["iou_scene_mean"],
-               "seconds": round(progress["seconds"], 1)}
-        progress["history"].append(row)
-        score = 0.0 if math.isnan(val["iou"]) else val["iou"]  # NaN: no cloud anywhere, none predicted
-        improved = score > progress["best_iou"]
-        progress["best_iou"] = max(progress["best_iou"], score)
-        progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
-        info.training["epochs"] = progress["epoch"]
-        info.training["seconds"] = round(progress["seconds"], 1)
-        info.metrics = {f"val_{cfg.select}": val}
-        save_model(out / "last.safetensors", net, info)
-        if averaged is not None:
-            atomic_write(out / "ema.safetensors", lambda tmp: save_file(
-                {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}, tmp))
-        if improved:
-            save_model(out / "best.safetensors", kept, info)
-        save_train_state(out / "train_state.safetensors", optimiser, progress)
-        write_logs(out, progress["history"])
-        log(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val IoU {val['iou_pooled']:.4f} pooled, "
-            f"{val['iou_scene_mean']:.4f} scene mean"
-            f"{'  *' if improved else ''}  ({row['seconds']:.0f} s)")
-        if cfg.max_minutes and progress["seconds"] > cfg.max_minutes * 60:
-            log(f"time budget of {cfg.max_minutes} min reached")
+        stop = False
+        if main_process:  # only rank 0 validates, so only it can decide to stop
+            val = validate(kept, val_data, spec, device, cfg.select)
+            row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
+                   "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
+                   "val_iou_pooled": val["iou_pooled"], "val_iou_scene_mean": val["iou_scene_mean"],
+                   "seconds": round(progress["seconds"], 1)}
+            progress["history"].append(row)
+            score = 0.0 if math.isnan(val["iou"]) else val["iou"]  # NaN: no cloud anywhere, none predicted
+            improved = score > progress["best_iou"]
+            progress["best_iou"] = max(progress["best_iou"], score)
+            progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
+            info.training["epochs"] = progress["epoch"]
+            info.training["seconds"] = round(progress["seconds"], 1)
+            info.metrics = {f"val_{cfg.select}": val}
+            save_model(out / "last.safetensors", net, info)
+            if averaged is not None:
+                atomic_write(out / "ema.safetensors", lambda tmp: save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}, tmp))
+            if improved:
+                save_model(out / "best.safetensors", kept, info)
+            save_train_state(out / "train_state.safetensors", optimiser, progress)
+            write_logs(out, progress["history"])
+            log(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val IoU {val['iou_pooled']:.4f} pooled, "
+                f"{val['iou_scene_mean']:.4f} scene mean"
+                f"{'  *' if improved else ''}  ({row['seconds']:.0f} s)")
+            over_budget = bool(cfg.max_minutes) and progress["seconds"] > cfg.max_minutes * 60
+            if over_budget:
+                log(f"time budget of {cfg.max_minutes} min reached")
+            stop = over_budget or progress["bad_epochs"] >= cfg.patience
+        if distributed:  # every rank stops together, or the others would wait forever in all-reduce
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
             break
     if distributed:
         dist.destroy_process_group()

@@ -53,12 +53,15 @@ def test_every_model_trains(tmp_path, model):
     assert progress["epoch"] == 1
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
-    """DistributedDataParallel over gloo, two processes, a few steps."""
+@pytest.mark.parametrize("stopping", [["--max-epochs", "2"], ["--max-epochs", "6", "--patience", "1", "--lr", "0"]],
+                         ids=["epoch_limit", "early_stop"])
+def test_torchrun_two_cpu_processes(tmp_path, stopping):
+    """DistributedDataParallel over gloo, two processes, a few steps; both ranks stop together,
+    also when rank 0's validation ends the run early."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "scannernet_ros.train", "--model", "scannernet_small", "--data", "synthetic:6:48",
            "--batch-size", "4", "--crop", "32", "--strip", "8", "--steps-per-epoch", "2",
-           "--max-epochs", "2", "--device", "cpu", "--out", str(tmp_path / "ddp")]
+           *stopping, "--device", "cpu", "--out", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
