@@ -338,6 +338,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if stop:
             break
     if distributed:
+        dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
     return progress
 

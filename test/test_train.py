@@ -66,7 +66,7 @@ def test_torchrun_two_cpu_processes(tmp_path, stopping):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = json.loads((tmp_path / "ddp" / "log.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["epoch"] for h in history] == [1, 2], (history, result.stdout[-2000:])
     assert "2 process(es)" in result.stdout + result.stderr
 
 
