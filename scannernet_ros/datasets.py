@@ -1,7 +1,8 @@
 """Training and evaluation data as in-memory samples, whatever the source.
 
 A source string is one of: ``synthetic:N[:SIZE[:LO-HI]]`` (N procedural scenes of SIZE x SIZE,
-cloud cover spread from LO to HI; the default 0.15-0.65 has no clear or overcast scenes, 0-1.6 has both),
+cloud cover spread from LO to HI; the default 0.15-0.65 has no clear or overcast scenes, 0-1.6 has both;
+``synthetic:N:SIZE:LO-HI:A`` labels cloud from opacity A instead of 0.5, as datasets that count thin cloud do),
 a 38-Cloud split folder (its patches), an L8 Biome folder (``Images/`` + ``Masks/`` anywhere
 below), a rosbag2 bag or a folder of bags (one scene per bag), a folder of images each with a
 ``<stem>_mask`` beside it, or one image file.
@@ -36,12 +37,13 @@ def _synthetic(spec: str) -> list[Sample]:
     size = int(parts[2]) if len(parts) > 2 else 256
     try:
         low, high = (float(v) for v in parts[3].split("-")) if len(parts) > 3 else (0.15, 0.65)
+        cloud_at = float(parts[4]) if len(parts) > 4 else 0.5
     except ValueError:
-        raise DatasetError(f"{spec}: cloud cover range must read LO-HI, e.g. 0-1.6") from None
+        raise DatasetError(f"{spec}: expected synthetic:N:SIZE:LO-HI[:OPACITY], e.g. synthetic:24:256:0-1.6:0.2") from None
     out = []
     for seed in range(1000, 1000 + count):
         cover = low + (high - low) * ((seed * 7919) % 100) / 100
-        scene = SyntheticScene(size, size, seed=seed, cloud_cover=cover)
+        scene = SyntheticScene(size, size, seed=seed, cloud_cover=cover, cloud_at=cloud_at)
         rho, mask = scene.rows(0, size)
         out.append(Sample(scene.name, scene.name, rho, mask))
     return out

@@ -151,5 +151,8 @@ def test_synthetic_source_cover_range_reaches_clear_and_overcast():
     assert min(wide) < 0.05 and max(wide) > 0.95
     default, explicit = load_all(["synthetic:3:64"]), load_all(["synthetic:3:64:0.15-0.65"])
     assert all(np.array_equal(a.reflectance, b.reflectance) for a, b in zip(default, explicit))
+    thin = load_all(["synthetic:3:64:0.15-0.65:0.1"])  # thin cloud labelled too: more cloud, same image
+    assert all(np.array_equal(a.reflectance, b.reflectance) and b.mask.sum() >= a.mask.sum() for a, b in zip(default, thin))
+    assert sum(b.mask.sum() for b in thin) > sum(a.mask.sum() for a in default)
     with pytest.raises(DatasetError, match="LO-HI"):
         load_all(["synthetic:4:64:lots"])

@@ -68,6 +68,7 @@ class SyntheticScene:
     seed: int = 0
     cloud_cover: float = 0.35   # rough fraction of cloudy pixels
     noise: float = 0.005        # sensor noise, reflectance units
+    cloud_at: float = 0.5       # opacity from which a pixel is labelled cloud (lower: thin cloud counts too)
     has_truth: bool = True
 
     def __post_init__(self) -> None:
@@ -99,5 +100,5 @@ class SyntheticScene:
         for band in range(rho.shape[-1]):  # uniform noise with std `noise`, hashed per pixel
             u = _hash(c[None, :].astype(np.int64), r[:, None].astype(np.int64), s * 13 + 7 + band)
             rho[..., band] += (u - 0.5) * (self.noise * 12 ** 0.5)
-        mask = (opacity > 0.5).astype(np.uint8)
+        mask = (opacity > self.cloud_at).astype(np.uint8)
         return np.ascontiguousarray(rho.transpose(2, 0, 1), np.float32), mask
