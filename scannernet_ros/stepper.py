@@ -90,8 +90,15 @@ class FusedStepper(ModelStepper):
         return self.h1, self.c1, self.h2, self.c2
 
 
+DIRECT_CONV_FROM = 2048  # px: from here oneDNN's direct convolution beats im2col + GEMM on this CPU
+
+
 class _CpuCell:
-    """One ConvLSTM1d layer reading its ``[input; h]`` rows from the shared padded buffer."""
+    """One ConvLSTM1d layer reading its ``[input; h]`` rows from the shared padded buffer.
+
+    Narrow lines go through im2col + one MKL GEMM (lowest call overhead); wide lines through
+    oneDNN's direct convolution, which skips the im2col copy that then no longer fits in cache.
+    """
 
     def __init__(self, cell: ConvLSTM1d, rows: np.ndarray, width: int) -> None:
         n, k = cell.hidden_channels, cell.gates.kernel_size[0]
@@ -100,6 +107,10 @@ class _CpuCell:
         b = cell.gates.bias.detach().to(torch.float32).clone()
         w[:3 * n] *= 0.5                                   # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2
         b[:3 * n] *= 0.5
+        self.n = n
+        self.direct = width >= DIRECT_CONV_FROM
+        self.w3, self.b1 = w.contiguous(), b.contiguous()   # for the direct convolution
+        self.rows_t = torch.from_numpy(rows)[None]          # (1, channels, width + k - 1), a view
         self.w = w.reshape(4 * n, channels * k).contiguous()
         self.b = b[:, None].contiguous()
         # row (channel, tap) of the im2col matrix is the channel's padded row shifted by tap
@@ -115,16 +126,22 @@ class _CpuCell:
         self.tanh_c = np.empty((n, width), np.float32)
 
     def step(self, h_out: np.ndarray) -> None:
-        np.copyto(self.cols, self.windows)
-        torch.addmm(self.b, self.w, self.cols_t, out=self.z_t)
-        np.tanh(self.z, out=self.z)                       # tanh(z_i/2), tanh(z_f/2), tanh(z_o/2), g
-        np.multiply(self.sig, 0.5, out=self.sig)
-        np.add(self.sig, 0.5, out=self.sig)               # i, f, o
-        np.multiply(self.c, self.f, out=self.c)
-        np.multiply(self.g, self.i, out=self.g)
-        np.add(self.c, self.g, out=self.c)                # c = f*c + i*g
+        if self.direct:
+            z = torch.conv1d(self.rows_t, self.w3, self.b1)[0].numpy()
+            n = self.n
+            sig, i, f, o, g = z[:3 * n], z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
+        else:
+            np.copyto(self.cols, self.windows)
+            torch.addmm(self.b, self.w, self.cols_t, out=self.z_t)
+            z, sig, i, f, o, g = self.z, self.sig, self.i, self.f, self.o, self.g
+        np.tanh(z, out=z)                                 # tanh(z_i/2), tanh(z_f/2), tanh(z_o/2), g
+        np.multiply(sig, 0.5, out=sig)
+        np.add(sig, 0.5, out=sig)                         # i, f, o
+        np.multiply(self.c, f, out=self.c)
+        np.multiply(g, i, out=g)
+        np.add(self.c, g, out=self.c)                     # c = f*c + i*g
         np.tanh(self.c, out=self.tanh_c)
-        np.multiply(self.o, self.tanh_c, out=h_out)       # h = o * tanh(c), written into the buffer
+        np.multiply(o, self.tanh_c, out=h_out)            # h = o * tanh(c), written into the buffer
 
 
 class CpuStepper:

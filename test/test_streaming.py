@@ -84,7 +84,7 @@ def test_memory_does_not_grow_with_lines():
 
 
 @pytest.mark.parametrize("name", ["scannernet", "scannernet_small"])
-@pytest.mark.parametrize("width", [1, 5, 384])
+@pytest.mark.parametrize("width", [1, 5, 384, 2100])
 @pytest.mark.parametrize("kind", ["cpu", "fused"])
 def test_fast_steppers_agree_with_model_step(name, width, kind):
     from scannernet_ros.stepper import CpuStepper, FusedStepper, ModelStepper
