@@ -78,6 +78,17 @@ def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, 
     return timed(lambda: seg.process(line, next(stamp)), runs, sync=sync)
 
 
+def step_latency(name: str, device: torch.device, runs: int, width: int = SIZE) -> dict:
+    """The model's share of a line alone: normalised input in, probabilities out (no decoding,
+    band selection, normalisation or bookkeeping)."""
+    seg = _segmenter(name, device)
+    line = _line(width)
+    seg.process(line, 0)
+    x = seg.normalise(line.select(seg.bands), line.kind)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return timed(lambda: seg.stepper.probabilities(x), runs, sync=sync)
+
+
 def image_latency(name: str, device: torch.device, runs: int) -> dict:
     torch.manual_seed(0)
     net = build_model(name).to(device).eval()
@@ -154,6 +165,7 @@ def latency_table(runs: int) -> tuple[list, list]:
             torch.set_num_threads(threads)
         device = torch.device(dev)
         cases = [(n, "line", lambda n=n: line_latency(n, device, runs)) for n in ("scannernet", "scannernet_small", "baseline1d")]
+        cases.append(("scannernet (model step only)", "line", lambda: step_latency("scannernet", device, runs)))
         cases += [(f"scannernet ({label})", "line", lambda kind=kind: line_latency("scannernet", device, runs, stepper=kind))
                   for kind, label in (("torch", "torch fused step"), ("plain", "plain eager step"))
                   if not (dev == "cuda" and kind == "torch")]  # on CUDA the torch step is the default

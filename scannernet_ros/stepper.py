@@ -111,13 +111,14 @@ class _CpuCell:
         self.direct = width >= DIRECT_CONV_FROM
         self.w3, self.b1 = w.contiguous(), b.contiguous()   # for the direct convolution
         self.rows_t = torch.from_numpy(rows)[None]          # (1, channels, width + k - 1), a view
-        self.w = w.reshape(4 * n, channels * k).contiguous()
-        self.b = b[:, None].contiguous()
-        # row (channel, tap) of the im2col matrix is the channel's padded row shifted by tap
+        # im2col: row (channel, tap) is the channel's padded row shifted by tap; a last row of ones
+        # carries the bias through the same GEMM
+        self.w = torch.cat((w.reshape(4 * n, channels * k), b[:, None]), dim=1).contiguous()
         step = rows.strides[1]
         self.windows = as_strided(rows, (channels, k, width), (rows.strides[0], step, step), writeable=False)
-        self.cols = np.empty((channels, k, width), np.float32)
-        self.cols_t = torch.from_numpy(self.cols.reshape(channels * k, width))
+        cols = np.ones((channels * k + 1, width), np.float32)
+        self.cols = cols[:-1].reshape(channels, k, width)
+        self.cols_t = torch.from_numpy(cols)
         self.z = np.empty((4 * n, width), np.float32)
         self.z_t = torch.from_numpy(self.z)
         self.sig = self.z[:3 * n]
@@ -132,7 +133,7 @@ class _CpuCell:
             sig, i, f, o, g = z[:3 * n], z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
         else:
             np.copyto(self.cols, self.windows)
-            torch.addmm(self.b, self.w, self.cols_t, out=self.z_t)
+            torch.mm(self.w, self.cols_t, out=self.z_t)
             z, sig, i, f, o, g = self.z, self.sig, self.i, self.f, self.o, self.g
         np.tanh(z, out=z)                                 # tanh(z_i/2), tanh(z_f/2), tanh(z_o/2), g
         np.multiply(sig, 0.5, out=sig)
@@ -162,16 +163,19 @@ class CpuStepper:
         self.cell2 = _CpuCell(c2, self.buf[bands:], width)
         self.head_w = net.head.weight.detach().to(torch.float32)[:, :, 0].numpy().copy()   # (1, F2)
         self.head_b = float(net.head.bias.detach()[0])
+        self.half_w, self.half_b = self.head_w * 0.5, self.head_b * 0.5  # sigmoid(l) = (1 + tanh(l / 2)) / 2
         self.out = np.empty((1, width), np.float32)
 
-    def _logits(self, x: np.ndarray) -> np.ndarray:
+    def _advance(self, x: np.ndarray) -> None:
         if x is not self.x:
             self.x[...] = x
         self.cell1.step(self.h1)
         self.cell2.step(self.h2)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        self._advance(x)
         np.dot(self.head_w, self.h2, out=self.out)
-        np.add(self.out, self.head_b, out=self.out)
-        return self.out[0]
+        return np.add(self.out, self.head_b, out=self.out)[0]
 
     def step(self, x: Tensor) -> Tensor:
         """``(1, bands, width)`` -> logits ``(1, width)``; the torch-facing twin of :meth:`probabilities`."""
@@ -179,8 +183,9 @@ class CpuStepper:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """``(bands, width)`` float32 model input -> cloud probability ``(width,)``, a fresh array."""
-        logits = self._logits(x)
-        prob = np.multiply(logits, 0.5)
+        self._advance(x)
+        prob = np.dot(self.half_w, self.h2)[0]            # l / 2
+        np.add(prob, self.half_b, out=prob)
         np.tanh(prob, out=prob)
         np.multiply(prob, 0.5, out=prob)
         return np.add(prob, 0.5, out=prob)                # sigmoid(l) = (1 + tanh(l / 2)) / 2

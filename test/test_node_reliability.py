@@ -103,9 +103,10 @@ def test_segmenter_killed_and_restarted_resumes_with_fresh_state(ros, random_wei
     assert after == sorted(after) and len(set(after)) == len(after)
     # The new state starts at the first line the new process saw.  Its first masks may go out before
     # discovery has matched mask_line with the recorder (a volatile topic keeps nothing for late
-    # subscribers), so the first mask received can come a little later than that line.
+    # subscribers), so the first mask received can come a little later than that line; and the
+    # camera's writer may still hand the new reader lines the old process had already answered.
     since, first = int(status["state since stamp ns"]), after[0]
-    assert stamps[killed_at - 1] < since <= first
+    assert since <= first
     # the restarted segmenter starts from zero state: same masks as a fresh offline segmenter from that line
     period = 4_444_444
     t0 = stamps[0]  # the camera's first line: the recorder was listening before the camera started
