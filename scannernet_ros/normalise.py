@@ -42,16 +42,24 @@ class InputSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def reflectance_affine(sample_kind: str, spec: InputSpec) -> tuple[float, float]:
+    """``(gain, offset)`` with reflectance = gain * sample + offset, for ``uint8``, ``uint16`` or ``float``."""
+    if sample_kind == "uint16":
+        return spec.dn_gain, spec.dn_offset
+    if sample_kind == "uint8":
+        return spec.u8_gain, 0.0
+    if sample_kind == "float":
+        return 1.0, 0.0
+    raise ValueError(f"unknown sample kind {sample_kind!r}")
+
+
 def to_reflectance(samples: np.ndarray, sample_kind: str, spec: InputSpec) -> np.ndarray:
     """Map raw samples of kind ``uint8``, ``uint16`` or ``float`` to reflectance (float32)."""
+    gain, offset = reflectance_affine(sample_kind, spec)
     x = samples.astype(np.float32, copy=sample_kind == "float")
-    if sample_kind == "uint16":
-        x *= spec.dn_gain
-        x += spec.dn_offset
-    elif sample_kind == "uint8":
-        x *= spec.u8_gain
-    elif sample_kind != "float":
-        raise ValueError(f"unknown sample kind {sample_kind!r}")
+    if sample_kind != "float":
+        x *= gain
+        x += offset
     return x
 
 
@@ -73,9 +81,10 @@ class Normaliser:
         self.spec = spec
         scale = 1.0 / np.asarray(spec.std, np.float64)
         shift = -np.asarray(spec.mean, np.float64) * scale
-        to_rho = {"uint16": (spec.dn_gain, spec.dn_offset), "uint8": (spec.u8_gain, 0.0), "float": (1.0, 0.0)}
-        self._affine = {kind: ((scale * g).astype(np.float32), (scale * o + shift).astype(np.float32))
-                        for kind, (g, o) in to_rho.items()}
+        self._affine = {}
+        for kind in ("uint16", "uint8", "float"):
+            gain, offset = reflectance_affine(kind, spec)
+            self._affine[kind] = (scale * gain).astype(np.float32), (scale * offset + shift).astype(np.float32)
 
     def __call__(self, samples: np.ndarray, sample_kind: str, out: np.ndarray | None = None) -> np.ndarray:
         """``(bands, ...)`` raw samples in the spec's band order -> float32 model input, written into
