@@ -29,7 +29,7 @@ from torch import nn
 from .datasets import Sample, load_all, split_by_scene
 from .metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
-from .normalise import InputSpec
+from .normalise import BAND_NAMES, InputSpec
 from .weights import ModelInfo, atomic_write, load_model, resolve_model_path, save_model
 
 BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
@@ -76,7 +76,7 @@ class StripModel(nn.Module):
 
 def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
     """Per-band mean and std of the training reflectance, over valid pixels."""
-    index = [("red", "green", "blue", "nir").index(b) for b in bands]
+    index = [BAND_NAMES.index(b) for b in bands]
     values = np.concatenate([s.reflectance[index][:, s.mask != NO_DATA] for s in samples], axis=1)
     return InputSpec(bands=bands, mean=tuple(float(m) for m in values.mean(1)),
                      std=tuple(float(max(s, 1e-3)) for s in values.std(1)))
@@ -84,7 +84,7 @@ def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
 
 def prepare(samples: list[Sample], bands: tuple[str, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Reflectance and target (-1 where no data) per sample, as tensors, once."""
-    index = [("red", "green", "blue", "nir").index(b) for b in bands]
+    index = [BAND_NAMES.index(b) for b in bands]
     out = []
     for s in samples:
         y = np.where(s.mask == NO_DATA, -1.0, s.mask).astype(np.float32)
@@ -244,8 +244,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                  if cfg.weight_decay > 0 else torch.optim.Adam(net.parameters(), lr=cfg.lr))
     progress = {"epoch": 0, "step": 0, "best_iou": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     if cfg.resume and (out / "last.safetensors").is_file():
-        net.load_state_dict(load_file(str(out / "last.safetensors")))
-        spec = load_model(out / "last.safetensors")[1].input  # the scaling the run started with (--init may set it)
+        last, last_info = load_model(out / "last.safetensors")
+        net.load_state_dict(last.state_dict())
+        spec = last_info.input  # the scaling the run started with (--init may set it)
         progress = load_train_state(out / "train_state.safetensors", optimiser)
         rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
         log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
