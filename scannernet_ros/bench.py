@@ -59,6 +59,11 @@ def timed(fn, runs: int, discard: int = 10, sync=lambda: None) -> dict[str, floa
     return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
 
 
+def _sync(device: torch.device):
+    """What makes a timed call wait for the device: CUDA kernels run asynchronously."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def _segmenter(name: str, device: torch.device, stepper: str = "auto") -> LineSegmenter:
     torch.manual_seed(0)
     return LineSegmenter(build_model(name), ModelInfo(name), device, reset_gap_lines=0, stepper=stepper)
@@ -74,8 +79,7 @@ def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, 
     seg = _segmenter(name, device, stepper)
     line = _line(width)
     stamp = iter(range(0, 1 << 62, seg.line_period_ns))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return timed(lambda: seg.process(line, next(stamp)), runs, sync=sync)
+    return timed(lambda: seg.process(line, next(stamp)), runs, sync=_sync(device))
 
 
 def step_latency(name: str, device: torch.device, runs: int, width: int = SIZE) -> dict:
@@ -85,17 +89,15 @@ def step_latency(name: str, device: torch.device, runs: int, width: int = SIZE) 
     line = _line(width)
     seg.process(line, 0)
     x = seg.normalise(line.select(seg.bands), line.kind)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return timed(lambda: seg.stepper.probabilities(x), runs, sync=sync)
+    return timed(lambda: seg.stepper.probabilities(x), runs, sync=_sync(device))
 
 
 def image_latency(name: str, device: torch.device, runs: int) -> dict:
     torch.manual_seed(0)
     net = build_model(name).to(device).eval()
     x = torch.randn(1, 3, SIZE, SIZE, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
-        return timed(lambda: net(x), runs, sync=sync)
+        return timed(lambda: net(x), runs, sync=_sync(device))
 
 
 # -- 1. memory -------------------------------------------------------------------------------
