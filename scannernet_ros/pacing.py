@@ -44,6 +44,16 @@ def wait_until_ns(deadline_ns: int, stop: threading.Event) -> bool:
     return not stop.is_set()
 
 
+def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll until ``predicate`` holds or ``timeout`` seconds pass; whether it holds in the end."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def wait_for(predicate: Callable[[], bool], stop: threading.Event, interval: float = 0.01) -> bool:
     """Poll until ``predicate`` holds; False if stopped first."""
     while not predicate():

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from scannernet_ros.codec import encode_line
-from scannernet_ros.nodes.ros_common import from_ns
+from scannernet_ros.nodes.bench_ros import executable as installed
+from scannernet_ros.nodes.ros_common import from_ns, line_image
+from scannernet_ros.pacing import poll_until as wait_until  # noqa: F401 - the tests' name for it
 
 
 def params(**values) -> list[Parameter]:
@@ -21,29 +19,16 @@ def params(**values) -> list[Parameter]:
 
 
 def image(stamp_ns: int, samples: np.ndarray, encoding: str, frame_id: str = "test_frame", **override) -> Image:
-    step, data = encode_line(samples, encoding)
-    msg = Image(header=Header(stamp=from_ns(stamp_ns), frame_id=frame_id), height=1,
-                width=samples.shape[-1], encoding=encoding, is_bigendian=0, step=step)
-    msg.data = data
+    msg = line_image(Header(stamp=from_ns(stamp_ns), frame_id=frame_id), samples, encoding)
     for k, v in override.items():
         setattr(msg, k, v)
     return msg
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def executable(name: str) -> str:
     """The installed console script, as `ros2 run` would start it."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"console script {name!r} is not installed (pip install -e .)"
+    found = installed(name)
+    assert shutil.which(found), f"console script {name!r} is not installed (pip install -e .)"
     return found
 
 

@@ -4,6 +4,7 @@ mask line arrives."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import rclpy
 from sensor_msgs.msg import Image
 
 from ..camera import encode_rows
+from ..pacing import poll_until
 from ..scenes.synthetic import SyntheticScene
 from .recorder import Recorder
 from .ros_common import NodeThreads, qos, to_ns
@@ -38,13 +40,14 @@ class Observer(Recorder):
         super().on_mask(msg)
 
 
-def _executable(name: str) -> str:
+def executable(name: str) -> str:
+    """The installed console script, as ``ros2 run`` would start it: beside this Python, else on PATH."""
     here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else name
+    return str(here) if here.exists() else (shutil.which(name) or name)
 
 
 def _start(name: str, ns: str, **params) -> subprocess.Popen:
-    args = [_executable(name), "--ros-args", "-r", f"__ns:=/{ns}", "--log-level", "warn"]
+    args = [executable(name), "--ros-args", "-r", f"__ns:=/{ns}", "--log-level", "warn"]
     for k, v in params.items():
         args += ["-p", f"{k}:={v}"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -91,9 +94,7 @@ def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
             observer = Observer(ns)
             with NodeThreads([observer]):
                 segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
-                deadline = time.monotonic() + 30
-                while not observer.connected() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                poll_until(observer.connected, 30)
                 camera = _start("pushbroom_camera", ns, source=source, width=width, length=lines,
                                 line_rate_hz=float(rate), wait_for_subscribers=2, qos_depth=0)
                 observer.wait_for(lines, 60 + (lines / rate * 2 if rate else lines * 0.02))
@@ -127,9 +128,7 @@ def rss_over_length(weights: Path, lines: int) -> dict:
         with NodeThreads([recorder]):
             segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
             proc = psutil.Process(segmenter.pid)
-            deadline = time.monotonic() + 30
-            while not recorder.connected() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            poll_until(recorder.connected, 30)
             camera = _start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=0.0,
                             wait_for_subscribers=1, qos_depth=0)
             for mark in (1000, lines // 2, lines):

@@ -16,6 +16,7 @@ import rclpy
 from rclpy.parameter import Parameter
 
 from ..metrics import confusion
+from ..pacing import poll_until
 from ..render import display_rgb, mask_rgb, save_panels
 from ..scenes import open_scene
 from .pushbroom_camera import PushbroomCamera
@@ -40,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
         recorder = Recorder(namespace=ns)
         waterfall = WaterfallNode(namespace=ns)
         listeners = NodeThreads([segmenter, recorder, waterfall])
-        deadline = time.monotonic() + 10
-        while not recorder.connected() and time.monotonic() < deadline:
-            time.sleep(0.02)  # the first mask lines must not go unheard
+        poll_until(recorder.connected, 10)  # the first mask lines must not go unheard
         camera = PushbroomCamera(namespace=ns, parameter_overrides=params(
             source=args.source, width=args.width, length=args.length, seed=args.seed,
             encoding=args.encoding, line_rate_hz=float(args.line_rate),
