@@ -109,20 +109,22 @@ class _CpuCell:
         b[:3 * n] *= 0.5
         self.n = n
         self.direct = width >= DIRECT_CONV_FROM
-        self.w3, self.b1 = w.contiguous(), b.contiguous()   # for the direct convolution
-        self.rows_t = torch.from_numpy(rows)[None]          # (1, channels, width + k - 1), a view
-        # im2col: row (channel, tap) is the channel's padded row shifted by tap; a last row of ones
-        # carries the bias through the same GEMM
-        self.w = torch.cat((w.reshape(4 * n, channels * k), b[:, None]), dim=1).contiguous()
-        step = rows.strides[1]
-        self.windows = as_strided(rows, (channels, k, width), (rows.strides[0], step, step), writeable=False)
-        cols = np.ones((channels * k + 1, width), np.float32)
-        self.cols = cols[:-1].reshape(channels, k, width)
-        self.cols_t = torch.from_numpy(cols)
-        self.z = np.empty((4 * n, width), np.float32)
-        self.z_t = torch.from_numpy(self.z)
-        self.sig = self.z[:3 * n]
-        self.i, self.f, self.o, self.g = np.split(self.z, 4)
+        if self.direct:
+            self.w3, self.b1 = w.contiguous(), b.contiguous()
+            self.rows_t = torch.from_numpy(rows)[None]      # (1, channels, width + k - 1), a view
+        else:
+            # im2col: row (channel, tap) is the channel's padded row shifted by tap; a last row of
+            # ones carries the bias through the same GEMM
+            self.w = torch.cat((w.reshape(4 * n, channels * k), b[:, None]), dim=1).contiguous()
+            step = rows.strides[1]
+            self.windows = as_strided(rows, (channels, k, width), (rows.strides[0], step, step), writeable=False)
+            cols = np.ones((channels * k + 1, width), np.float32)
+            self.cols = cols[:-1].reshape(channels, k, width)
+            self.cols_t = torch.from_numpy(cols)
+            self.z = np.empty((4 * n, width), np.float32)   # gate pre-activations, then activations
+            self.z_t = torch.from_numpy(self.z)
+            self.sig = self.z[:3 * n]
+            self.i, self.f, self.o, self.g = np.split(self.z, 4)
         self.c = np.zeros((n, width), np.float32)
         self.tanh_c = np.empty((n, width), np.float32)
 
