@@ -219,11 +219,13 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, li
                          str(r["lost"]), str(r["disorder"]), fmt(stamp.get("p50")), fmt(stamp.get("p99")),
                          fmt(stamp.get("max")), fmt(r["stamp_to_scanline_ms"].get("p50")), fmt(turn["p50"]),
                          fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
-    rss = rss_over_length(weights, long_lines)
-    rss_rows = [("segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
-                 f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB"),
-                (f"{rss['rss_1000_mb']:.1f}", f"{rss['rss_half_mb']:.1f}", f"{rss['rss_end_mb']:.1f}",
-                 f"{rss['rss_end_mb'] - rss['rss_1000_mb']:.2f}", f"{rss['rss_end_mb'] - rss['rss_half_mb']:.2f}")]
+    rss = [rss_over_length(weights, long_lines, rate) for rate in (LANDSAT8_LINE_RATE_HZ, 0.0)]
+    rss_rows = [("camera rate", "received", "segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
+                 f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB")]
+    for r in rss:
+        rss_rows.append((f"{r['rate_hz']:.0f} Hz" if r["rate_hz"] else "max (lossless)", f"{r['received']:,}",
+                         f"{r['rss_1000_mb']:.1f}", f"{r['rss_half_mb']:.1f}", f"{r['rss_end_mb']:.1f}",
+                         f"{r['rss_end_mb'] - r['rss_1000_mb']:.2f}", f"{r['rss_end_mb'] - r['rss_half_mb']:.2f}"))
     return rows, data, [rss_rows, rss]
 
 

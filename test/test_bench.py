@@ -4,13 +4,32 @@ import subprocess
 import sys
 
 
-def test_bench_writes_its_tables(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scannernet_ros.cli", "bench", "--parts", "memory,latency,swath",
-                             "--runs", "12", "--swath-lines", "3", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+def run_bench(out, parts: str, *args: str) -> tuple[dict, str]:
+    """``scannernet bench`` in a subprocess, as ``make bench`` runs it; the JSON report and stdout."""
+    result = subprocess.run([sys.executable, "-m", "scannernet_ros.cli", "bench", "--parts", parts, *args,
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "bench_latency_memory_swath.json").read_text())
+    name = "bench_" + "_".join(sorted(parts.split(","))) + ".json"
+    return json.loads((out / name).read_text()), result.stdout
+
+
+def test_bench_writes_its_tables(tmp_path):
+    report, stdout = run_bench(tmp_path, "memory,latency,swath", "--runs", "12", "--swath-lines", "3")
     assert {m["model"] for m in report["memory"]} == {"scannernet", "scannernet_small", "baseline1d", "cfcn", "cunetpp"}
     assert {m["paper_mb"] for m in report["memory"]} == {0.08, 28.62, 47.19, 0.10, 0.15}
     assert all(r["mean"] > 0 for r in report["latency"]) and len(report["swath"]) == 2
-    assert "C-FCN whole image / first mask line" in result.stdout
+    assert "C-FCN whole image / first mask line" in stdout
+
+
+def test_bench_ros_part_runs_both_widths_and_both_rss_rates(tmp_path):
+    """The ROS 2 part across processes, shortened: every line arrives over reliable QoS in each run."""
+    report, stdout = run_bench(tmp_path, "ros", "--ros-lines", "120", "--long-lines", "1200")
+    runs = {(r["width"], r["rate_hz"]): r for r in report["end_to_end"]}
+    assert set(runs) == {(384, 225.0), (384, 0.0), (6916, 225.0), (6916, 0.0)}
+    for r in runs.values():
+        assert (r["received"], r["lost"], r["disorder"]) == (120, 0, 0)
+    assert runs[(384, 225.0)]["stamp_to_mask_ms"]["p50"] > 0
+    assert runs[(384, 0.0)]["stamp_to_mask_ms"]["p50"] is None  # stamps are not times when unpaced
+    assert [(r["rate_hz"], r["received"]) for r in report["rss"]] == [(225.0, 1200), (0.0, 1200)]
+    assert all(r["rss_end_mb"] > 100 for r in report["rss"])
+    assert "Segmenter memory over scene length" in stdout

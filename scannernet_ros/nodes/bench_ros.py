@@ -65,8 +65,9 @@ def _stop(*procs: subprocess.Popen) -> None:
                 p.kill()
 
 
-def _swath_source(width: int, lines: int, folder: str) -> str:
-    """Wide scenes are written once as uint16 digital numbers, so the camera only has to publish."""
+def _rendered_scene(width: int, lines: int, folder: str) -> str:
+    """The scene written once as uint16 digital numbers, so that the camera only publishes: it
+    synthesises nothing while lines are timed."""
     path = Path(folder) / f"swath_{width}x{lines}.npy"
     scene = SyntheticScene(width, lines, seed=0)
     dn = np.empty((4, lines, width), np.uint16)
@@ -90,7 +91,7 @@ def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
     segmenter = camera = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            source = "synthetic" if width <= 1024 else _swath_source(width, lines, tmp)
+            source = _rendered_scene(width, lines, tmp)
             observer = Observer(ns)
             with NodeThreads([observer]):
                 segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
@@ -117,9 +118,12 @@ def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
             "lines_per_s": (len(unique) - 1) / span if span == span and span > 0 else 0.0}
 
 
-def rss_over_length(weights: Path, lines: int) -> dict:
+def rss_over_length(weights: Path, lines: int, rate: float) -> dict:
+    """Segmenter RSS after 1,000 lines, half the scene and all of it.  At the sensor's rate nothing
+    queues, so growth is what the segmenter keeps per line; at the maximum rate the reader's queue
+    of up to one camera batch (1,000 lines) adds its high-water mark."""
     import psutil
-    ns = f"bench_rss_{os.getpid()}"
+    ns = f"bench_rss_{os.getpid()}_{int(rate)}"
     rclpy.init()
     segmenter = camera = None
     samples = {}
@@ -129,14 +133,14 @@ def rss_over_length(weights: Path, lines: int) -> dict:
             segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
             proc = psutil.Process(segmenter.pid)
             poll_until(recorder.connected, 30)
-            camera = _start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=0.0,
+            camera = _start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=float(rate),
                             wait_for_subscribers=1, qos_depth=0)
             for mark in (1000, lines // 2, lines):
-                recorder.wait_for(mark, 60 + mark * 0.02)
+                recorder.wait_for(mark, 60 + mark * (2 / rate if rate else 0.02))
                 samples[mark] = proc.memory_info().rss / 2**20
             received = len(recorder.stamps)
     finally:
         _stop(camera, segmenter)
         rclpy.try_shutdown()
-    return {"lines": lines, "received": received, "rss_1000_mb": samples[1000],
+    return {"lines": lines, "rate_hz": rate, "received": received, "rss_1000_mb": samples[1000],
             "rss_half_mb": samples[lines // 2], "rss_end_mb": samples[lines]}

@@ -75,20 +75,29 @@ class PushbroomCamera(Node):
         if not wait_for(lambda: self.scan_pub.get_subscription_count() >= self.wait_for, self._stop):
             return
         self.t0_ns = time.time_ns()
-        due = self.stamp_of if self.line_rate > 0 else None  # unpaced: as fast as acknowledged
-        if run_paced(self.lines, lambda line: self.publish(line, self.stamp_of(line)), self._stop, due,
+        # Each line is read and its messages built as soon as the previous line is out, in the slack
+        # before it is due: at the due time only publish() is left.
+        ready = (self.prepare(line) for line in self.lines)
+        due = (lambda item: item[0]) if self.line_rate > 0 else None  # unpaced: as fast as acknowledged
+        if run_paced(ready, self.send, self._stop, due,
                      flush=lambda: self.scan_pub.wait_for_all_acked(Duration(seconds=10)), batch=self.batch):
             self.finished = True
             self.get_logger().info(f"scene finished after {self.published} lines")
 
-    def stamp_of(self, line) -> int:
-        return self.t0_ns + line.index * self.period_ns
-
-    def publish(self, line, stamp_ns: int) -> None:
+    def prepare(self, line) -> tuple[int, Image, Image | None]:
+        """The line's stamp (its acquisition time on the sensor's schedule) and messages."""
+        stamp_ns = self.t0_ns + line.index * self.period_ns
         header = Header(stamp=from_ns(stamp_ns), frame_id=self.frame_id)
-        self.scan_pub.publish(line_image(header, line.samples, self.encoding))
+        truth = None
         if self.gt_pub is not None and line.truth is not None:
-            self.gt_pub.publish(line_image(header, truth_mono8(line.truth), "mono8"))
+            truth = line_image(header, truth_mono8(line.truth), "mono8")
+        return stamp_ns, line_image(header, line.samples, self.encoding), truth
+
+    def send(self, item: tuple[int, Image, Image | None]) -> None:
+        _, scanline, truth = item
+        self.scan_pub.publish(scanline)
+        if truth is not None:
+            self.gt_pub.publish(truth)
         self.published += 1
 
     def destroy_node(self) -> None:

@@ -1,6 +1,7 @@
 """The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -113,6 +114,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     node = None
     try:
         node = factory()
+        # Everything alive now (torch, rclpy, the model) lives as long as the node.  Frozen, a full
+        # collection no longer walks it: unfrozen, one took 84 ms in the segmenter, 19 lines at 225 Hz.
+        gc.freeze()
         executor = make_executor()
         executor.add_node(node)
         spin_until(executor)
