@@ -202,23 +202,26 @@ def swath_table(lines: int) -> tuple[list, list]:
 
 # -- 4./5. end to end over ROS 2 --------------------------------------------------------------
 
-def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, list]:
+def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str, list]], dict]:
+    """The ROS 2 tables (title, rows) and their data."""
     from .nodes.bench_ros import end_to_end, rss_over_length
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
-             "stamp->mask p50 ms", "p99 ms", "max ms", "stamp->scanline p50 ms", "scanline->mask p50 ms", "p99 ms",
-             "lines/s")]
+             "stamp->mask p50 ms", "p99 ms", "max ms", "lines/s")]
     data = []
     for width in (SIZE, SWATH):
         for rate in (LANDSAT8_LINE_RATE_HZ, 0.0):
             r = end_to_end(weights, width, rate, lines)
             data.append(r)
-            stamp = r["stamp_to_mask_ms"]
-            turn = r["scanline_to_mask_ms"]
-            fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
             rows.append((f"{width:,}", f"{rate:.0f} Hz" if rate else "max (lossless)", str(lines), str(r["received"]),
-                         str(r["lost"]), str(r["disorder"]), fmt(stamp.get("p50")), fmt(stamp.get("p99")),
-                         fmt(stamp.get("max")), fmt(r["stamp_to_scanline_ms"].get("p50")), fmt(turn["p50"]),
-                         fmt(turn["p99"]), f"{r['lines_per_s']:.0f}"))
+                         str(r["lost"]), str(r["disorder"]), *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max")),
+                         f"{r['lines_per_s']:.0f}"))
+    hop_rows = [("width", "camera rate", "lines", "received", "stamp->scanline p50 ms", "p99 ms", "max ms")]
+    for width in (SIZE, SWATH):
+        r = end_to_end(None, width, LANDSAT8_LINE_RATE_HZ, lines)
+        data.append(r)
+        hop_rows.append((f"{width:,}", f"{LANDSAT8_LINE_RATE_HZ:.0f} Hz", str(lines), str(r["received"]),
+                         *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max"))))
     rss = [rss_over_length(weights, long_lines, rate) for rate in (LANDSAT8_LINE_RATE_HZ, 0.0)]
     rss_rows = [("camera rate", "received", "segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
                  f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB")]
@@ -226,7 +229,9 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list, list, li
         rss_rows.append((f"{r['rate_hz']:.0f} Hz" if r["rate_hz"] else "max (lossless)", f"{r['received']:,}",
                          f"{r['rss_1000_mb']:.1f}", f"{r['rss_half_mb']:.1f}", f"{r['rss_end_mb']:.1f}",
                          f"{r['rss_end_mb'] - r['rss_1000_mb']:.2f}", f"{r['rss_end_mb'] - r['rss_half_mb']:.2f}"))
-    return rows, data, [rss_rows, rss]
+    return ([("End to end over ROS 2 (camera, segmenter and observer in separate processes, reliable QoS)", rows),
+             ("One hop, no model (camera -> observer)", hop_rows),
+             ("Segmenter memory over scene length", rss_rows)], {"end_to_end": data, "rss": rss})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,9 +270,10 @@ def run(args: argparse.Namespace) -> int:
             weights = Path(tmp) / "scannernet.safetensors"
             torch.manual_seed(0)
             save_model(weights, build_model("scannernet"), ModelInfo("scannernet", dict(REGISTRY["scannernet"].config)))
-            rows, report["end_to_end"], (rss_rows, report["rss"]) = ros_runs(args.ros_lines, args.long_lines, weights)
-        section("End to end over ROS 2 (camera and segmenter in separate processes, reliable QoS)", rows)
-        section("Segmenter memory over scene length", rss_rows)
+            tables, data = ros_runs(args.ros_lines, args.long_lines, weights)
+        report.update(data)
+        for title, rows in tables:
+            section(title, rows)
     suffix = "" if parts == set(PARTS) else "_" + "_".join(sorted(parts))
     (out / f"bench{suffix}.json").write_text(json.dumps(report, indent=1))
     (out / f"bench{suffix}.md").write_text("\n".join(md))

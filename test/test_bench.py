@@ -24,12 +24,14 @@ def test_bench_writes_its_tables(tmp_path):
 def test_bench_ros_part_runs_both_widths_and_both_rss_rates(tmp_path):
     """The ROS 2 part across processes, shortened: every line arrives over reliable QoS in each run."""
     report, stdout = run_bench(tmp_path, "ros", "--ros-lines", "120", "--long-lines", "1200")
-    runs = {(r["width"], r["rate_hz"]): r for r in report["end_to_end"]}
-    assert set(runs) == {(384, 225.0), (384, 0.0), (6916, 225.0), (6916, 0.0)}
+    runs = {(r["topic"], r["width"], r["rate_hz"]): r for r in report["end_to_end"]}
+    assert set(runs) == {("mask_line", 384, 225.0), ("mask_line", 384, 0.0), ("mask_line", 6916, 225.0),
+                         ("mask_line", 6916, 0.0), ("scanline", 384, 225.0), ("scanline", 6916, 225.0)}
     for r in runs.values():
         assert (r["received"], r["lost"], r["disorder"]) == (120, 0, 0)
-    assert runs[(384, 225.0)]["stamp_to_mask_ms"]["p50"] > 0
-    assert runs[(384, 0.0)]["stamp_to_mask_ms"]["p50"] is None  # stamps are not times when unpaced
+    assert runs[("mask_line", 384, 225.0)]["latency_ms"]["p50"] > 0
+    assert runs[("scanline", 384, 225.0)]["latency_ms"]["p50"] > 0
+    assert runs[("mask_line", 384, 0.0)]["latency_ms"]["p50"] is None  # stamps are not times when unpaced
     assert [(r["rate_hz"], r["received"]) for r in report["rss"]] == [(225.0, 1200), (0.0, 1200)]
     assert all(r["rss_end_mb"] > 100 for r in report["rss"])
-    assert "Segmenter memory over scene length" in stdout
+    assert "One hop, no model" in stdout and "Segmenter memory over scene length" in stdout

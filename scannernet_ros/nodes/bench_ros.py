@@ -1,6 +1,5 @@
 """End-to-end runs for ``scannernet bench``: camera and segmenter as separate processes (the
-installed executables), observed from a third process that records when each scanline and each
-mask line arrives."""
+installed executables), observed from a third process that records when each line arrives."""
 from __future__ import annotations
 
 import os
@@ -14,30 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from sensor_msgs.msg import Image
 
 from ..camera import encode_rows
 from ..pacing import poll_until
 from ..scenes.synthetic import SyntheticScene
 from .recorder import Recorder
-from .ros_common import NodeThreads, qos, to_ns
-
-
-class Observer(Recorder):
-    """A Recorder that also notes when each scanline arrived."""
-
-    def __init__(self, namespace: str) -> None:
-        super().__init__("bench_observer", gt_topic=None, keep_lines=False, namespace=namespace)
-        self.scan_seen: dict[int, int] = {}
-        self.mask_seen: dict[int, int] = {}
-        self.create_subscription(Image, "scanline", self.on_scan, qos("reliable", 0))
-
-    def on_scan(self, msg: Image) -> None:
-        self.scan_seen[to_ns(msg.header.stamp)] = time.time_ns()
-
-    def on_mask(self, msg: Image) -> None:
-        self.mask_seen[to_ns(msg.header.stamp)] = time.time_ns()
-        super().on_mask(msg)
+from .ros_common import NodeThreads
 
 
 def executable(name: str) -> str:
@@ -85,37 +66,42 @@ def _percentiles(values_ms: list[float]) -> dict:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
-def end_to_end(weights: Path, width: int, rate: float, lines: int) -> dict:
-    ns = f"bench_{os.getpid()}_{width}_{int(rate)}"
+def end_to_end(weights: Path | None, width: int, rate: float, lines: int) -> dict:
+    """Camera -> segmenter -> observer, the observer listening to ``mask_line`` only.  With
+    ``weights`` None there is no segmenter and the observer listens to ``scanline``: one hop, no
+    model.  A listener on both topics would make the camera write to two readers and the observer
+    wake twice per line, and would add its own cost to the path it measures."""
+    ns = f"bench_{os.getpid()}_{width}_{int(rate)}_{'hop' if weights is None else 'seg'}"
     rclpy.init()
-    segmenter = camera = None
+    procs = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             source = _rendered_scene(width, lines, tmp)
-            observer = Observer(ns)
+            observer = Recorder("bench_observer", mask_topic="scanline" if weights is None else "mask_line",
+                                gt_topic=None, keep_lines=False, namespace=ns)
             with NodeThreads([observer]):
-                segmenter = _start("segmenter", ns, model=weights, qos_depth=0)
-                poll_until(observer.connected, 30)
-                camera = _start("pushbroom_camera", ns, source=source, width=width, length=lines,
-                                line_rate_hz=float(rate), wait_for_subscribers=2, qos_depth=0)
+                if weights is not None:
+                    procs.append(_start("segmenter", ns, model=weights, qos_depth=0))
+                    poll_until(observer.connected, 30)
+                procs.append(_start("pushbroom_camera", ns, source=source, width=width, length=lines,
+                                    line_rate_hz=float(rate), wait_for_subscribers=1, qos_depth=0))
                 observer.wait_for(lines, 60 + (lines / rate * 2 if rate else lines * 0.02))
                 time.sleep(0.5)
-                stamps = list(observer.stamps)
-                scan_seen, mask_seen = dict(observer.scan_seen), dict(observer.mask_seen)
+                stamps, latency_ns = list(observer.stamps), list(observer.latency_ns)
     finally:
-        _stop(camera, segmenter)
+        _stop(*reversed(procs))
         rclpy.try_shutdown()
-    unique = sorted(set(stamps))
+    received_at: dict[int, int] = {}
+    for stamp, latency in zip(stamps, latency_ns):
+        received_at.setdefault(stamp, stamp + latency)  # the first copy of a duplicate
+    unique = sorted(received_at)
     disorder = len(stamps) - len(unique) + sum(1 for a, b in zip(stamps, stamps[1:]) if b < a)
-    stamp_to_mask = [(mask_seen[s] - s) / 1e6 for s in unique] if rate else []
-    stamp_to_scan = [(t - s) / 1e6 for s, t in scan_seen.items()] if rate else []  # one hop, no model
-    turnaround = [(mask_seen[s] - scan_seen[s]) / 1e6 for s in unique if s in scan_seen]
-    span = (max(mask_seen.values()) - min(mask_seen.values())) / 1e9 if len(mask_seen) > 1 else float("nan")
-    return {"width": width, "rate_hz": rate, "lines": lines, "received": len(unique),
-            "lost": lines - len(unique), "disorder": disorder,
-            "stamp_to_mask_ms": _percentiles(stamp_to_mask), "stamp_to_scanline_ms": _percentiles(stamp_to_scan),
-            "scanline_to_mask_ms": _percentiles(turnaround),
-            "lines_per_s": (len(unique) - 1) / span if span == span and span > 0 else 0.0}
+    span = (max(received_at.values()) - min(received_at.values())) / 1e9 if len(unique) > 1 else 0.0
+    return {"width": width, "rate_hz": rate, "lines": lines, "topic": "scanline" if weights is None else "mask_line",
+            "received": len(unique), "lost": lines - len(unique), "disorder": disorder,
+            # unpaced, stamps follow stamp_rate_hz rather than the clock: no latency to report
+            "latency_ms": _percentiles([(received_at[s] - s) / 1e6 for s in unique] if rate else []),
+            "lines_per_s": (len(unique) - 1) / span if span > 0 else 0.0}
 
 
 def rss_over_length(weights: Path, lines: int, rate: float) -> dict:
