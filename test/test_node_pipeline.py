@@ -112,3 +112,25 @@ def test_bad_parameter_is_a_clear_error_and_nonzero_exit(random_weights):
         assert proc.returncode == 2, f"{name} {overrides}: exit {proc.returncode}\n{out}"
         assert "[ERROR]" in out and culprit in out, out
         assert "Traceback" not in out, out
+
+
+def test_executor_starts_where_stderr_has_no_file_descriptor(ros, capsys):
+    """rclpy's EventsExecutor enables faulthandler on sys.stderr; under capsys (as in notebooks)
+    that has no descriptor.  Nodes must still spin there, and on the events executor."""
+    import rclpy
+    from rclpy.node import Node
+    from std_msgs.msg import Header
+
+    from scannernet_ros.nodes.ros_common import NodeThreads, make_executor
+
+    assert type(make_executor()).__name__ == "EventsExecutor"
+    talker, listener = Node("stderr_talker"), Node("stderr_listener")
+    heard = []
+    listener.create_subscription(Header, "stderr_probe", lambda msg: heard.append(msg.frame_id), 10)
+    pub = talker.create_publisher(Header, "stderr_probe", 10)
+    with NodeThreads([listener]):
+        assert wait_until(lambda: pub.get_subscription_count() == 1, 10)
+        pub.publish(Header(frame_id="heard"))
+        assert wait_until(lambda: heard == ["heard"], 10)
+    talker.destroy_node()
+    assert rclpy.ok()

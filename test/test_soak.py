@@ -11,15 +11,14 @@ pytestmark = pytest.mark.soak
 def test_100000_lines_reliable_across_processes(ros, random_weights, capsys):
     from scannernet_ros.nodes.recorder import Recorder
     from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.pacing import poll_until
     ns, lines = "soak", 100_000
     recorder = Recorder(namespace=ns, gt_topic=None, keep_lines=False)
     segmenter = start("segmenter", ns, model=random_weights, qos_depth=0)
     camera = None
     try:
         with NodeThreads([recorder]):
-            deadline = time.monotonic() + 30
-            while not recorder.connected() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            poll_until(recorder.connected, 30)
             camera = start("pushbroom_camera", ns, width=384, length=lines, line_rate_hz=0.0,
                            wait_for_subscribers=1, qos_depth=0)
             t0 = time.monotonic()

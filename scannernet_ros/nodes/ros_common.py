@@ -1,6 +1,7 @@
 """The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -97,7 +98,10 @@ def make_executor() -> Executor:
         except ImportError:
             pass
         else:
-            return EventsExecutor()
+            # It turns on faulthandler for sys.stderr, which has no file descriptor where stderr is
+            # captured (pytest's capsys, notebooks): point it at the process's own stderr instead.
+            with contextlib.redirect_stderr(sys.__stderr__ or sys.stderr):
+                return EventsExecutor()
     return SingleThreadedExecutor()
 
 
