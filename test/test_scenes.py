@@ -42,6 +42,18 @@ def test_camera_loops_with_increasing_index():
     assert [next(lines).index for _ in range(12)] == list(range(12))
 
 
+@pytest.mark.parametrize("block", [1, 16, 64, 500])
+def test_camera_lines_do_not_depend_on_the_read_block(block):
+    """Paced and unpaced cameras read different blocks; the lines must be the same."""
+    scene = SyntheticScene(24, 70, seed=2)
+    reference = list(scan(scene, "16UC4", block=70))
+    lines = list(scan(scene, "16UC4", block=block))
+    assert [line.index for line in lines] == list(range(70))
+    for a, b in zip(lines, reference):
+        np.testing.assert_array_equal(a.samples, b.samples)
+        np.testing.assert_array_equal(a.truth, b.truth)
+
+
 def test_patch_names():
     p = parse_patch_name(f"red_{PATCH}.TIF")
     assert (p.number, p.row, p.col, p.scene) == (192, 10, 12, "LC08_L1TP_002053_20160520_20170324_01_T1")

@@ -49,7 +49,7 @@ def _stop(*procs: subprocess.Popen) -> None:
 def _rendered_scene(width: int, lines: int, folder: str) -> str:
     """The scene written once as uint16 digital numbers, so that the camera only publishes: it
     synthesises nothing while lines are timed."""
-    path = Path(folder) / f"swath_{width}x{lines}.npy"
+    path = Path(folder) / f"scene_{width}x{lines}.npy"
     scene = SyntheticScene(width, lines, seed=0)
     dn = np.empty((4, lines, width), np.uint16)
     for start in range(0, lines, 256):

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..camera import scan, truth_mono8
+from ..camera import BLOCK, UNPACED_BLOCK, scan, truth_mono8
 from ..codec import INPUT_ENCODINGS
 from ..diagnostics import OK, WARN, Report
 from ..pacing import run_paced, wait_for
@@ -52,7 +52,7 @@ class PushbroomCamera(Node):
             self.scene = open_scene(source, width=width, length=length, seed=seed)
         except (ValueError, OSError, RuntimeError) as exc:
             raise ParameterError(f"parameter 'source': {exc}") from None
-        self.lines = scan(self.scene, self.encoding, self.loop)
+        self.lines = scan(self.scene, self.encoding, self.loop, BLOCK if self.line_rate > 0 else UNPACED_BLOCK)
         self.period_ns = int(1e9 / (self.line_rate or self.stamp_rate))
         self.published = 0
         self.finished = False
