@@ -199,11 +199,17 @@ class CpuStepper:
 STEPPERS = ("auto", "torch", "plain")
 
 
+def check_kind(kind: str) -> str:
+    """``kind`` if it names a stepper, else a ValueError that lists the choices."""
+    if kind not in STEPPERS:
+        raise ValueError(f"stepper must be one of {STEPPERS}, got {kind!r}")
+    return kind
+
+
 def make_stepper(net: nn.Module, width: int, device: torch.device, kind: str = "auto"):
     """``auto``: the fastest for this model and device; ``torch``: :class:`FusedStepper`;
     ``plain``: the model's own step (what the others are checked and benchmarked against)."""
-    if kind not in STEPPERS:
-        raise ValueError(f"stepper must be one of {STEPPERS}, got {kind!r}")
+    check_kind(kind)
     if kind != "plain" and isinstance(net, ScannerNet):
         if kind == "auto" and device.type == "cpu" and net.cell1.gates.weight.dtype == torch.float32:
             return CpuStepper(net, width)

@@ -17,7 +17,7 @@ from torch import nn
 from .codec import ImageFormatError, Line, decode_line
 from .normalise import Normaliser
 from .stats import Window
-from .stepper import STEPPERS, make_stepper
+from .stepper import check_kind, make_stepper
 from .weights import ModelInfo, load_model, resolve_model_path
 
 LANDSAT8_LINE_RATE_HZ = 225.0
@@ -45,8 +45,6 @@ class LineSegmenter:
                  window: int = 4096, stepper: str = "auto") -> None:
         if not getattr(model, "streams", False):
             raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
-        if stepper not in STEPPERS:
-            raise ValueError(f"stepper must be one of {STEPPERS}, got {stepper!r}")
         if line_rate_hz <= 0:
             raise ValueError(f"line_rate_hz must be positive, got {line_rate_hz}")
         self.device = torch.device(device)
@@ -58,7 +56,7 @@ class LineSegmenter:
         self.reset_gap_lines = reset_gap_lines
         self.counters = Counters()
         self.compute_ms = Window(window)
-        self.stepper_kind = stepper
+        self.stepper_kind = check_kind(stepper)  # at construction, not at the first line
         self.width: int | None = None
         self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
         self.state_since_ns: int | None = None  # stamp of the first line the current state has seen
