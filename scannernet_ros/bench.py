@@ -47,10 +47,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def timed(fn, runs: int, discard: int = 10, sync=lambda: None) -> dict[str, float]:
-    """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms."""
+def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 0.0) -> dict[str, float]:
+    """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms.  With
+    ``pause_s``, each call comes that long after the last one ended, as lines do from a sensor."""
     times = []
     for _ in range(runs):
+        if pause_s:
+            time.sleep(pause_s)
         t0 = time.perf_counter()
         fn()
         sync()
@@ -74,12 +77,13 @@ def _line(width: int, seed: int = 0) -> Line:
     return Line(dn, ("red", "green", "blue"), "uint16")
 
 
-def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, stepper: str = "auto") -> dict:
+def line_latency(name: str, device: torch.device, runs: int, width: int = SIZE, stepper: str = "auto",
+                 pause_s: float = 0.0) -> dict:
     """Time to the first mask line: one LineSegmenter.process from uint16 samples to probabilities."""
     seg = _segmenter(name, device, stepper)
     line = _line(width)
     stamp = iter(range(0, 1 << 62, seg.line_period_ns))
-    return timed(lambda: seg.process(line, next(stamp)), runs, sync=_sync(device))
+    return timed(lambda: seg.process(line, next(stamp)), runs, sync=_sync(device), pause_s=pause_s)
 
 
 def step_latency(name: str, device: torch.device, runs: int, width: int = SIZE) -> dict:
@@ -168,6 +172,10 @@ def latency_table(runs: int) -> tuple[list, list]:
         device = torch.device(dev)
         cases = [(n, "line", lambda n=n: line_latency(n, device, runs)) for n in ("scannernet", "scannernet_small", "baseline1d")]
         cases.append(("scannernet (model step only)", "line", lambda: step_latency("scannernet", device, runs)))
+        # back to back, a line's buffers and code stay in cache; a node waits a line period between
+        # lines and meets them colder
+        cases.append(("scannernet (one line per 4.4 ms)", "line",
+                      lambda: line_latency("scannernet", device, runs, pause_s=1 / LANDSAT8_LINE_RATE_HZ)))
         cases += [(f"scannernet ({label})", "line", lambda kind=kind: line_latency("scannernet", device, runs, stepper=kind))
                   for kind, label in (("torch", "torch fused step"), ("plain", "plain eager step"))
                   if not (dev == "cuda" and kind == "torch")]  # on CUDA the torch step is the default
@@ -204,24 +212,29 @@ def swath_table(lines: int) -> tuple[list, list]:
 
 def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str, list]], dict]:
     """The ROS 2 tables (title, rows) and their data."""
-    from .nodes.bench_ros import end_to_end, rss_over_length
+    from .nodes.bench_ros import SEGMENTER_REPORT_S, end_to_end, rss_over_length, udp_floor
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
-             "stamp->mask p50 ms", "p99 ms", "max ms", "lines/s")]
+             "stamp->mask p50 ms", "p99 ms", "max ms", "lines/s", "in segmenter: stamp->receive p50 ms",
+             "model p50 ms")]
     data = []
     for width in (SIZE, SWATH):
         for rate in (LANDSAT8_LINE_RATE_HZ, 0.0):
             r = end_to_end(weights, width, rate, lines)
             data.append(r)
+            seen = r["segmenter"]
             rows.append((f"{width:,}", f"{rate:.0f} Hz" if rate else "max (lossless)", str(lines), str(r["received"]),
                          str(r["lost"]), str(r["disorder"]), *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max")),
-                         f"{r['lines_per_s']:.0f}"))
-    hop_rows = [("width", "camera rate", "lines", "received", "stamp->scanline p50 ms", "p99 ms", "max ms")]
+                         f"{r['lines_per_s']:.0f}", fmt(seen["receive_p50_ms"] if rate else None),
+                         fmt(seen["compute_p50_ms"])))
+    hop_rows = [("transport", "width", "camera rate", "lines", "received", "due->receive p50 ms", "p99 ms", "max ms")]
     for width in (SIZE, SWATH):
-        r = end_to_end(None, width, LANDSAT8_LINE_RATE_HZ, lines)
-        data.append(r)
-        hop_rows.append((f"{width:,}", f"{LANDSAT8_LINE_RATE_HZ:.0f} Hz", str(lines), str(r["received"]),
-                         *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max"))))
+        for name, run_hop in (("rclpy, camera -> observer", lambda w: end_to_end(None, w, LANDSAT8_LINE_RATE_HZ, lines)),
+                              ("loopback UDP socket, no middleware", lambda w: udp_floor(w, LANDSAT8_LINE_RATE_HZ, lines))):
+            r = run_hop(width)
+            data.append(r)
+            hop_rows.append((name, f"{width:,}", f"{LANDSAT8_LINE_RATE_HZ:.0f} Hz", str(lines), str(r["received"]),
+                             *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max"))))
     rss = [rss_over_length(weights, long_lines, rate) for rate in (LANDSAT8_LINE_RATE_HZ, 0.0)]
     rss_rows = [("camera rate", "received", "segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
                  f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB")]
@@ -229,8 +242,9 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str
         rss_rows.append((f"{r['rate_hz']:.0f} Hz" if r["rate_hz"] else "max (lossless)", f"{r['received']:,}",
                          f"{r['rss_1000_mb']:.1f}", f"{r['rss_half_mb']:.1f}", f"{r['rss_end_mb']:.1f}",
                          f"{r['rss_end_mb'] - r['rss_1000_mb']:.2f}", f"{r['rss_end_mb'] - r['rss_half_mb']:.2f}"))
-    return ([("End to end over ROS 2 (camera, segmenter and observer in separate processes, reliable QoS)", rows),
-             ("One hop, no model (camera -> observer)", hop_rows),
+    return ([("End to end over ROS 2 (camera, segmenter and observer in separate processes, reliable QoS; "
+              f"the last two columns: medians over the segmenter's own {SEGMENTER_REPORT_S:g} s diagnostics)", rows),
+             ("One hop, no model: the camera's schedule to a second process", hop_rows),
              ("Segmenter memory over scene length", rss_rows)], {"end_to_end": data, "rss": rss})
 
 

@@ -2,12 +2,15 @@
 installed executables), observed from a third process that records when each line arrives."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -15,10 +18,13 @@ import numpy as np
 import rclpy
 
 from ..camera import encode_rows
-from ..pacing import poll_until
+from ..pacing import poll_until, wait_until_ns
 from ..scenes.synthetic import SyntheticScene
 from .recorder import Recorder
 from .ros_common import NodeThreads
+from .segmenter import STATUS_NAME as SEGMENTER_STATUS
+
+SEGMENTER_REPORT_S = 0.5  # the segmenter's diagnostics period in the runs: its own view of each line
 
 
 def executable(name: str) -> str:
@@ -66,11 +72,25 @@ def _percentiles(values_ms: list[float]) -> dict:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
+def _segmenter_view(reports: list[dict[str, str]]) -> dict:
+    """Where the time goes, seen from inside the segmenter: medians over its reports that had
+    lines in them of (receive - stamp) p50 and model compute p50."""
+    busy = [r for r in reports if float(r.get("lines per second", "0")) > 0]
+
+    def median(key: str) -> float | None:
+        values = [float(r[key]) for r in busy if r.get(key, "nan") != "nan"]
+        return float(np.median(values)) if values else None
+
+    return {"reports": len(busy), "receive_p50_ms": median("end-to-end latency p50 ms"),
+            "compute_p50_ms": median("compute latency p50 ms")}
+
+
 def end_to_end(weights: Path | None, width: int, rate: float, lines: int) -> dict:
     """Camera -> segmenter -> observer, the observer listening to ``mask_line`` only.  With
     ``weights`` None there is no segmenter and the observer listens to ``scanline``: one hop, no
     model.  A listener on both topics would make the camera write to two readers and the observer
-    wake twice per line, and would add its own cost to the path it measures."""
+    wake twice per line, and would add its own cost to the path it measures; the segmenter's own
+    diagnostics say instead when lines reached it and how long the model took."""
     ns = f"bench_{os.getpid()}_{width}_{int(rate)}_{'hop' if weights is None else 'seg'}"
     rclpy.init()
     procs = []
@@ -81,13 +101,15 @@ def end_to_end(weights: Path | None, width: int, rate: float, lines: int) -> dic
                                 gt_topic=None, keep_lines=False, namespace=ns)
             with NodeThreads([observer]):
                 if weights is not None:
-                    procs.append(_start("segmenter", ns, model=weights, qos_depth=0))
+                    procs.append(_start("segmenter", ns, model=weights, qos_depth=0,
+                                        diagnostics_period_s=SEGMENTER_REPORT_S))
                     poll_until(observer.connected, 30)
                 procs.append(_start("pushbroom_camera", ns, source=source, width=width, length=lines,
                                     line_rate_hz=float(rate), wait_for_subscribers=1, qos_depth=0))
                 observer.wait_for(lines, 60 + (lines / rate * 2 if rate else lines * 0.02))
                 time.sleep(0.5)
                 stamps, latency_ns = list(observer.stamps), list(observer.latency_ns)
+                reports = list(observer.reports.get(SEGMENTER_STATUS, []))
     finally:
         _stop(*reversed(procs))
         rclpy.try_shutdown()
@@ -101,7 +123,42 @@ def end_to_end(weights: Path | None, width: int, rate: float, lines: int) -> dic
             "received": len(unique), "lost": lines - len(unique), "disorder": disorder,
             # unpaced, stamps follow stamp_rate_hz rather than the clock: no latency to report
             "latency_ms": _percentiles([(received_at[s] - s) / 1e6 for s in unique] if rate else []),
-            "lines_per_s": (len(unique) - 1) / span if span > 0 else 0.0}
+            "lines_per_s": (len(unique) - 1) / span if span > 0 else 0.0,
+            "segmenter": _segmenter_view(reports) if weights is not None else None}
+
+
+def udp_floor(width: int, rate: float, lines: int) -> dict:
+    """A datagram the size of a 16UC4 scanline, sent on the camera's schedule from a second process
+    over loopback UDP: what any transport between two processes pays here in wake-ups and copies,
+    under the middleware.  Latency is receive time minus due time, as for the camera."""
+    size = width * 4 * 2
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(30.0)  # the sender's start-up (a fresh interpreter) comes first
+        sender = multiprocessing.get_context("spawn").Process(
+            target=_send_datagrams, args=(sock.getsockname()[1], size, rate, lines), daemon=True)
+        sender.start()
+        latency_ms = []
+        try:
+            for _ in range(lines):
+                data = sock.recv(size + 8)
+                latency_ms.append((time.time_ns() - int.from_bytes(data[:8], "little")) / 1e6)
+                sock.settimeout(5.0)
+        except TimeoutError:
+            pass
+        sender.join(10)
+    return {"width": width, "rate_hz": rate, "lines": lines, "topic": "udp", "received": len(latency_ms),
+            "lost": lines - len(latency_ms), "latency_ms": _percentiles(latency_ms)}
+
+
+def _send_datagrams(port: int, size: int, rate: float, lines: int) -> None:
+    period_ns, payload, stop = int(1e9 / rate), bytes(size), threading.Event()
+    t0 = time.time_ns() + 100_000_000  # the receiver has been waiting since before this process began
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(lines):
+            due = t0 + i * period_ns
+            wait_until_ns(due, stop)
+            sock.sendto(due.to_bytes(8, "little") + payload, ("127.0.0.1", port))
 
 
 def rss_over_length(weights: Path, lines: int, rate: float) -> dict:

@@ -28,7 +28,8 @@ class Recorder(Node):
         self.masks: dict[int, np.ndarray] = {}
         self.truth: dict[int, np.ndarray] = {}
         self.frame_ids: set[str] = set()
-        self.statuses: dict[str, object] = {}
+        self.statuses: dict[str, object] = {}                   # the latest status of each name
+        self.reports: dict[str, list[dict[str, str]]] = {}      # every status's values, by name
         self.malformed = 0
         self.changed = threading.Condition()
         self.mask_sub = self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
@@ -64,6 +65,7 @@ class Recorder(Node):
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.statuses[status.name] = status
+            self.reports.setdefault(status.name, []).append({kv.key: kv.value for kv in status.values})
 
     def connected(self) -> bool:
         """True once a publisher of the mask topic is matched (not merely discovered)."""
