@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -15,6 +16,9 @@ from sensor_msgs.msg import Image
 
 from ..codec import ImageFormatError, decode_line
 from .ros_common import qos, to_ns
+
+
+REPORTS_KEPT = 1000  # per status name: minutes of diagnostics, bounded for long runs
 
 
 class Recorder(Node):
@@ -29,7 +33,7 @@ class Recorder(Node):
         self.truth: dict[int, np.ndarray] = {}
         self.frame_ids: set[str] = set()
         self.statuses: dict[str, object] = {}                   # the latest status of each name
-        self.reports: dict[str, list[dict[str, str]]] = {}      # every status's values, by name
+        self.reports: dict[str, deque[dict[str, str]]] = {}     # recent statuses' values, by name
         self.malformed = 0
         self.changed = threading.Condition()
         self.mask_sub = self.create_subscription(Image, mask_topic, self.on_mask, qos("reliable", 0))
@@ -65,7 +69,7 @@ class Recorder(Node):
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.statuses[status.name] = status
-            self.reports.setdefault(status.name, []).append({kv.key: kv.value for kv in status.values})
+            self.reports.setdefault(status.name, deque(maxlen=REPORTS_KEPT)).append({kv.key: kv.value for kv in status.values})
 
     def connected(self) -> bool:
         """True once a publisher of the mask topic is matched (not merely discovered)."""
