@@ -229,9 +229,8 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str
                          fmt(seen["compute_p50_ms"])))
     hop_rows = [("transport", "width", "camera rate", "lines", "received", "due->receive p50 ms", "p99 ms", "max ms")]
     for width in (SIZE, SWATH):
-        for name, run_hop in (("rclpy, camera -> observer", lambda w: end_to_end(None, w, LANDSAT8_LINE_RATE_HZ, lines)),
-                              ("loopback UDP socket, no middleware", lambda w: udp_floor(w, LANDSAT8_LINE_RATE_HZ, lines))):
-            r = run_hop(width)
+        for name, r in (("rclpy, camera -> observer", end_to_end(None, width, LANDSAT8_LINE_RATE_HZ, lines)),
+                        ("loopback UDP socket, no middleware", udp_floor(width, LANDSAT8_LINE_RATE_HZ, lines))):
             data.append(r)
             hop_rows.append((name, f"{width:,}", f"{LANDSAT8_LINE_RATE_HZ:.0f} Hz", str(lines), str(r["received"]),
                              *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max"))))

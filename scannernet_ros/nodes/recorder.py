@@ -81,5 +81,5 @@ class Recorder(Node):
             return self.changed.wait_for(lambda: len(self.stamps) >= count, timeout)
 
     def status_values(self, name: str) -> dict[str, str]:
-        status = self.statuses.get(name)
-        return {kv.key: kv.value for kv in status.values} if status else {}
+        reports = self.reports.get(name)
+        return dict(reports[-1]) if reports else {}
