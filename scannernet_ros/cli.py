@@ -42,6 +42,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .cv import run
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run
     return run(args)
@@ -73,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "the on-board pipeline in one process over real rclpy", "nodes.demo_args", cmd_demo),
         ("train", "train a model from bags, dataset folders or synthetic scenes", "train", cmd_train),
         ("evaluate", "score models under both 38-Cloud protocols, with figures", "evaluate", cmd_evaluate),
+        ("cv", "K-fold cross-validation by scene: the table that picks recipes and the default model", "cv", cmd_cv),
         ("bench", "the paper's Tables 2 and 4 here, full swath, end to end over ROS 2", "bench_args", cmd_bench),
     ):
         p = sub.add_parser(name, help=help_)

@@ -33,6 +33,10 @@ ENCODINGS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
 }
 INPUT_ENCODINGS = tuple(e for e in ENCODINGS if e != "32FC1")
 MAX_WIDTH = 1 << 16  # ten times a Landsat 8 swath; anything wider is rejected before allocating
+# Float samples are top-of-atmosphere reflectance: a little below 0 (calibration noise) up to well
+# above 1 (specular glint).  Anything outside cannot be a measurement, and would overflow the
+# normaliser and poison the recurrent state, so such a line is rejected.
+REFLECTANCE_LIMITS = (-0.5, 5.0)
 
 
 class ImageFormatError(ValueError):
@@ -65,6 +69,18 @@ class Line:
             raise ImageFormatError(
                 "band_count", f"model needs bands {wanted}, line has {self.bands}") from None
         return self.samples[index]
+
+
+def check_values(samples: np.ndarray, kind: str) -> None:
+    """Reject float samples outside :data:`REFLECTANCE_LIMITS` (NaN and Inf included); integer
+    samples are in range by construction (any uint8 or uint16 maps to a physical reflectance)."""
+    if kind != "float" or samples.size == 0:
+        return
+    lo, hi = float(samples.min()), float(samples.max())
+    if not (REFLECTANCE_LIMITS[0] <= lo and hi <= REFLECTANCE_LIMITS[1]):  # NaN fails both
+        raise ImageFormatError(
+            "out_of_range", f"float samples must be reflectance in [{REFLECTANCE_LIMITS[0]}, "
+                            f"{REFLECTANCE_LIMITS[1]}], line holds {lo:g} to {hi:g}")
 
 
 def sample_kind(dtype: np.dtype) -> str:

@@ -29,6 +29,7 @@ class Sample:
     scene: str                 # patches of one scene share it: the unit of the validation split
     reflectance: np.ndarray    # (4, H, W) float32, R, G, B, NIR
     mask: np.ndarray           # (H, W) uint8: 0, 1, 255 no data
+    thin: np.ndarray | None = None  # (H, W) bool thin cloud, where the truth tells thin from thick
 
 
 def _synthetic(spec: str) -> list[Sample]:
@@ -63,7 +64,7 @@ def _cloud38(path: Path, nonempty_only: bool) -> list[Sample]:
 def _from_scene(scene: ArrayScene, scene_id: str | None = None) -> Sample:
     if scene.mask is None:
         raise DatasetError(f"{scene.name}: no ground truth")
-    return Sample(scene.name, scene_id or scene.name, scene.reflectance, scene.mask)
+    return Sample(scene.name, scene_id or scene.name, scene.reflectance, scene.mask, scene.thin)
 
 
 def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:

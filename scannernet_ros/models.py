@@ -219,6 +219,39 @@ class CUNetPP(nn.Module):
         return self.classifier(self.refine(d1))[..., :h, :w]
 
 
+class BrightnessThreshold(nn.Module):
+    """The reference every learned model is judged against: cloud where the mean of the R, G, B
+    reflectance exceeds ``t``.
+
+    It has no learnable parameters; ``t`` is fitted on training data (:func:`train.fit_threshold`)
+    and kept in the weights metadata.  Its input scaling is the identity (mean 0, std 1), so the
+    normalised input it sees is reflectance, with R, G, B as the first three bands.  It runs per
+    line, so the segmenter can run it live like any streaming model.
+    """
+
+    streams = True
+    SHARPNESS = 50.0  # logit per unit of reflectance: probability 0.5 exactly at t
+
+    def __init__(self, in_channels: int = 3, t: float = 0.26) -> None:
+        super().__init__()
+        if in_channels < 3:
+            raise ValueError(f"threshold needs R, G, B (3 bands at least), got {in_channels}")
+        self.t = float(t)
+
+    def init_state(self, batch: int, width: int, device=None, dtype=None) -> State:
+        return ()
+
+    def step(self, line: Tensor, state: State) -> tuple[Tensor, State]:
+        brightness = line[:, :3].mean(dim=1, keepdim=True)
+        return (brightness - self.t) * self.SHARPNESS, state
+
+    def scan(self, image: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return (image[:, :3].mean(dim=1, keepdim=True) - self.t) * self.SHARPNESS, ()
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.scan(image)[0]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: how to build a model by name and what the paper says of it."""
@@ -238,6 +271,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("baseline1d", Baseline1D, {}, "non-recurrent 1D baseline"),
         ModelSpec("cfcn", CFCN, {}, "C-FCN (Bahl et al. 2019)"),
         ModelSpec("cunetpp", CUNetPP, {}, "C-UNet++ (Bahl et al. 2019), additive skips"),
+        ModelSpec("threshold", BrightnessThreshold, {"t": 0.26},
+                  "reference: mean R, G, B reflectance > t, t fitted on training data"),
     )
 }
 

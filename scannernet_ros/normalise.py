@@ -15,6 +15,18 @@ import numpy as np
 BAND_NAMES = ("red", "green", "blue", "nir")
 
 
+# Sane ranges of the input scaling: reflectance means and spreads, and the sample gains of
+# Landsat-like and 8-bit sensors, with wide margins; what lies outside is a broken file.
+SANE = {"mean": (-1.0, 10.0), "std": (1e-4, 100.0), "dn_gain": (1e-9, 1.0), "dn_offset": (-10.0, 10.0),
+        "u8_gain": (1e-6, 1.0)}
+
+
+def _check_number(name: str, value, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+            or not low <= value <= high:
+        raise ValueError(f"{name!r} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How raw samples become model input; stored in every weights file."""
@@ -27,18 +39,29 @@ class InputSpec:
     std: tuple[float, ...] = field(default=(0.2, 0.2, 0.2))
 
     def __post_init__(self) -> None:
-        if not self.bands or any(b not in BAND_NAMES for b in self.bands):
-            raise ValueError(f"bands must be a non-empty subset of {BAND_NAMES}, got {self.bands}")
-        if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
-            raise ValueError("mean and std need one value per band")
-        if any(s <= 0 for s in self.std):
-            raise ValueError("std must be positive")
+        """Every value is checked, because a NaN or a 1e-300 here makes every pixel NaN downstream."""
+        if (not isinstance(self.bands, tuple) or not self.bands
+                or any(b not in BAND_NAMES for b in self.bands) or len(set(self.bands)) != len(self.bands)):
+            raise ValueError(f"'bands' must be distinct names from {BAND_NAMES}, got {self.bands!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(values) != len(self.bands):
+                raise ValueError(f"{name!r} needs one number per band ({len(self.bands)}), got {values!r}")
+            for v in values:
+                _check_number(name, v, *SANE[name])
+        for name in ("dn_gain", "dn_offset", "u8_gain"):
+            _check_number(name, getattr(self, name), *SANE[name])
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"'input' must be an object, got {type(d).__name__}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"'input' has unknown keys {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

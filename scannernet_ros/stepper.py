@@ -44,6 +44,10 @@ class ModelStepper:
     def state_tensors(self) -> tuple[Tensor, ...]:
         return self.state
 
+    def finite(self) -> bool:
+        """Whether the recurrent state holds only finite numbers."""
+        return all(bool(torch.isfinite(t).all()) for t in self.state_tensors())
+
 
 class FusedStepper(ModelStepper):
     """ScannerNet's step on preallocated torch buffers, for any device.
@@ -194,6 +198,10 @@ class CpuStepper:
 
     def state_tensors(self) -> tuple[Tensor, ...]:
         return tuple(torch.from_numpy(a)[None] for a in (self.h1, self.cell1.c, self.h2, self.cell2.c))
+
+    def finite(self) -> bool:
+        """Whether the recurrent state holds only finite numbers (h is bounded by |tanh| when c is)."""
+        return bool(np.isfinite(self.cell1.c).all() and np.isfinite(self.cell2.c).all())
 
 
 STEPPERS = ("auto", "torch", "plain")

@@ -14,20 +14,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .codec import ImageFormatError, Line, decode_line
+from .codec import ImageFormatError, Line, check_values, decode_line
 from .normalise import Normaliser
 from .stats import Window
 from .stepper import check_kind, make_stepper
 from .weights import ModelInfo, load_model, resolve_model_path
 
 LANDSAT8_LINE_RATE_HZ = 225.0
+# A stamp jump longer than this many line periods is a new acquisition (or a broken clock), not
+# lines lost on the way: it resets the state under its own reason and is not counted as dropped.
+MAX_GAP_LINES = 1000
 
 
 @dataclass
 class Counters:
     lines_in: int = 0          # lines offered, valid or not
     lines_out: int = 0         # probability lines produced
-    dropped: int = 0           # lines missing between stamps (estimated from gaps)
+    dropped: int = 0           # lines missing between stamps (estimated from gaps; rejected lines excluded)
     rejected: Counter = field(default_factory=Counter)   # by reason
     resets: Counter = field(default_factory=Counter)     # by reason
 
@@ -74,40 +77,62 @@ class LineSegmenter:
         self.stepper = None
         self.counters.resets[reason] += 1
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, stamp_ns: int | None = None) -> None:
+        """Count a line that cannot be used.  Its stamp still moves the stamp clock on, so the
+        line is counted once, as rejected, and not again as dropped when the next one arrives."""
         self.counters.lines_in += 1
         self.counters.rejected[reason] += 1
+        last = self._last_stamp
+        if stamp_ns is not None and last is not None and 0 < stamp_ns - last <= MAX_GAP_LINES * self.line_period_ns:
+            self._last_stamp = stamp_ns
 
-    def decode(self, msg) -> Line:
+    def decode(self, msg, stamp_ns: int | None = None) -> Line:
         """Decode a one-row Image; a malformed one is counted under its reason, then re-raised."""
         try:
             return decode_line(msg)
         except ImageFormatError as err:
-            self.reject(err.reason)
+            self.reject(err.reason, stamp_ns)
             raise
 
     def process_image(self, msg, stamp_ns: int) -> np.ndarray:
         """Decode and segment a one-row Image."""
-        return self.process(self.decode(msg), stamp_ns)
+        return self.process(self.decode(msg, stamp_ns), stamp_ns)
 
     def process(self, line: Line, stamp_ns: int) -> np.ndarray:
-        """One line in -> cloud probability per pixel ``(width,)`` float32."""
+        """One line in -> cloud probability per pixel ``(width,)`` float32, always finite.
+
+        Samples outside the physical range are rejected (``out_of_range``).  If the state or the
+        output ever turns non-finite, the state is reset (``resets nonfinite_state``) and the line
+        is run again from zeros; a line that is non-finite even then is rejected, never published."""
         try:
             samples = line.select(self.bands)
+            check_values(samples, line.kind)
         except ImageFormatError as err:
-            self.reject(err.reason)
+            self.reject(err.reason, stamp_ns)
             raise
         self.counters.lines_in += 1
         self._check_continuity(line.width, stamp_ns)
         t0 = time.perf_counter()
-        if self.stepper is None:
-            self.stepper = make_stepper(self.model, line.width, self.device, self.stepper_kind)
-            self.state_since_ns, self.state_lines = stamp_ns, 0
-        prob = self.stepper.probabilities(self.normalise(samples, line.kind, getattr(self.stepper, "input", None)))
+        prob = self._step(samples, line.kind, stamp_ns)
+        if prob is None:
+            self.counters.rejected["nonfinite_output"] += 1
+            raise ImageFormatError("nonfinite_output", "the model gives non-finite output on this line "
+                                                       "even from a fresh state")
         self.compute_ms.add((time.perf_counter() - t0) * 1e3)
         self.state_lines += 1
         self.counters.lines_out += 1
         return prob
+
+    def _step(self, samples: np.ndarray, kind: str, stamp_ns: int) -> np.ndarray | None:
+        for _ in range(2):  # the second pass starts from zeros
+            if self.stepper is None:
+                self.stepper = make_stepper(self.model, samples.shape[1], self.device, self.stepper_kind)
+                self.state_since_ns, self.state_lines = stamp_ns, 0
+            prob = self.stepper.probabilities(self.normalise(samples, kind, getattr(self.stepper, "input", None)))
+            if np.isfinite(prob).all() and self.stepper.finite():
+                return prob
+            self.reset("nonfinite_state")
+        return None
 
     def _check_continuity(self, width: int, stamp_ns: int) -> None:
         if self.width is not None and width != self.width and self.stepper is not None:
@@ -119,6 +144,9 @@ class LineSegmenter:
         gap = stamp_ns - last
         if gap < 0:
             self.reset("stamp_backwards")
+            return
+        if gap > MAX_GAP_LINES * self.line_period_ns:
+            self.reset("stamp_jump")
             return
         missing = round(gap / self.line_period_ns) - 1
         if missing > 0:

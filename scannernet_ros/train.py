@@ -100,16 +100,25 @@ def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, a transpose and brightness gains (overall and per band): clouds look alike in every
-    direction and light, and atmospheres and sensors shift the bands a little against each other."""
+    """What differs between scenes and sensors, so that a model learns cloud rather than one
+    sensor's look: any of the eight flips and quarter turns (clouds have no up or left), a scene
+    gain, a per-band gain and offset (calibration, atmosphere and sensor response shift the bands
+    against each other), and now and then a thin haze that lifts dark ground and flattens contrast
+    without being labelled cloud."""
     if rng.random() < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     if rng.random() < 0.5:
         x, y = x.flip(-2), y.flip(-2)
     if rng.random() < 0.5 and x.shape[-1] == x.shape[-2]:
         x, y = x.transpose(-1, -2), y.transpose(-1, -2)
-    gain = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=(x.shape[0], 1, 1))  # scene and band
-    return x * torch.from_numpy(gain.astype(np.float32)), y
+    bands = x.shape[0]
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.93, 1.07, size=(bands, 1, 1))
+    offset = rng.uniform(-0.03, 0.03, size=(bands, 1, 1))
+    x = x * torch.from_numpy(gain.astype(np.float32)) + torch.from_numpy(offset.astype(np.float32))
+    if rng.random() < 0.3:
+        amount, level = rng.uniform(0.0, 0.1), rng.uniform(0.2, 0.4)
+        x = x * (1.0 - amount) + amount * level
+    return x, y
 
 
 def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +174,49 @@ def initialise(net: nn.Module, path: str, bands: tuple[str, ...], seed: int) -> 
     return info.input
 
 
+def fit_threshold(samples: list[Sample], bands: tuple[str, ...]) -> tuple[float, float]:
+    """The brightness threshold ``t`` with the best pooled IoU on ``samples``, and that IoU.
+
+    Brightness is the mean of the R, G, B reflectance; candidates every 0.005 from 0 to 2."""
+    if not {"red", "green", "blue"} <= set(bands):
+        raise ValueError(f"the threshold model needs red, green and blue; bands are {bands}")
+    edges = np.arange(0.0, 2.0 + 1e-9, 0.005)
+    cloud, clear = np.zeros(len(edges) + 1), np.zeros(len(edges) + 1)
+    rgb = [BAND_NAMES.index(b) for b in ("red", "green", "blue")]
+    for s in samples:
+        valid = s.mask != NO_DATA
+        bins = np.searchsorted(edges, s.reflectance[rgb].mean(0)[valid], side="left")
+        truth = s.mask[valid] == 1
+        cloud += np.bincount(bins[truth], minlength=len(edges) + 1)
+        clear += np.bincount(bins[~truth], minlength=len(edges) + 1)
+    if cloud.sum() == 0:
+        raise ValueError("cannot fit the threshold: the training data hold no cloud pixel")
+    # predicted cloud above edges[i]: the bins after i
+    tp = cloud[::-1].cumsum()[::-1][1:]
+    fp = clear[::-1].cumsum()[::-1][1:]
+    iou = tp / (cloud.sum() + fp)
+    best = int(np.argmax(iou))
+    return float(edges[best]), float(iou[best])
+
+
+def train_threshold(cfg: "TrainConfig", samples: list[Sample] | None = None, log=print) -> dict:
+    """``scannernet train --model threshold``: fit ``t`` on all the training data; nothing to iterate."""
+    samples = load_all(cfg.data) if samples is None else samples
+    bands = BAND_SETS[cfg.bands]
+    t, iou = fit_threshold(samples, bands)
+    spec = InputSpec(bands=bands, mean=(0.0,) * len(bands), std=(1.0,) * len(bands))  # input = reflectance
+    info = ModelInfo("threshold", config={"t": t}, input=spec, trained=True,
+                     training={"config": asdict(cfg), "train_samples": len(samples), "parameters": 0},
+                     metrics={"train_pooled_iou": iou})
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net = build_model("threshold", in_channels=len(bands), t=t)
+    for name in ("best.safetensors", "last.safetensors"):
+        save_model(out / name, net, info)
+    log(f"threshold: t = {t:.3f} (pooled IoU {iou:.4f} on {len(samples)} training samples)")
+    return {"t": t, "train_pooled_iou": iou}
+
+
 def save_train_state(path: Path, optimiser: torch.optim.Optimizer, progress: dict) -> None:
     """Adam's moments and the loop's position, so ``--resume`` continues where it stopped."""
     tensors = {"torch_rng": torch.get_rng_state()}
@@ -204,7 +256,13 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
+def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] | None = None) -> dict:
+    """Train ``cfg.model``; ``data`` = (training, validation) samples instead of ``cfg.data``.
+
+    With no validation samples (``--val-fraction 0`` or an empty list in ``data``) the run is a
+    fixed budget: the weights (or their EMA) at the end are the result, and best = last."""
+    if cfg.model == "threshold":
+        return train_threshold(cfg, None if data is None else data[0], log)
     # -- processes and devices -------------------------------------------------------------
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(cfg.device)
@@ -222,13 +280,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
         out.mkdir(parents=True, exist_ok=True)
 
     # -- data -----------------------------------------------------------------------------
-    samples = load_all(cfg.data)
-    if cfg.val:
-        train_samples, val_samples = samples, load_all(cfg.val)
+    if data is not None:
+        train_samples, val_samples = data
+    elif cfg.val:
+        train_samples, val_samples = load_all(cfg.data), load_all(cfg.val)
+    elif cfg.val_fraction > 0:
+        train_samples, val_samples = split_by_scene(load_all(cfg.data), cfg.val_fraction, cfg.seed)
     else:
-        train_samples, val_samples = split_by_scene(samples, cfg.val_fraction, cfg.seed)
-    if not train_samples or not val_samples:
-        raise ValueError(f"need training and validation samples, got {len(train_samples)} and {len(val_samples)}")
+        train_samples, val_samples = load_all(cfg.data), []
+    if not train_samples:
+        raise ValueError("no training samples")
+    if not val_samples and cfg.val_fraction > 0 and data is None:
+        raise ValueError("no validation samples: give --val, or --val-fraction 0 for a fixed budget")
     bands = BAND_SETS[cfg.bands]
     spec = input_spec(train_samples, bands)
     train_data, val_data = prepare(train_samples, bands), prepare(val_samples, bands)
@@ -304,19 +367,19 @@ def train(cfg: TrainConfig, log=print) -> dict:
         progress["seconds"] = time.monotonic() - started
         stop = False
         if main_process:  # only rank 0 validates, so only it can decide to stop
-            val = validate(kept, val_data, spec, device, cfg.select)
+            val = validate(kept, val_data, spec, device, cfg.select) if val_data else NO_VALIDATION
             row = {"epoch": progress["epoch"], "step": progress["step"], "train_loss": float(np.mean(losses)),
                    "val_iou": val["iou"], "val_f1": val["f1"], "val_accuracy": val["accuracy"],
                    "val_iou_pooled": val["iou_pooled"], "val_iou_scene_mean": val["iou_scene_mean"],
                    "seconds": round(progress["seconds"], 1)}
             progress["history"].append(row)
             score = 0.0 if math.isnan(val["iou"]) else val["iou"]  # NaN: no cloud anywhere, none predicted
-            improved = score > progress["best_iou"]
+            improved = score > progress["best_iou"] or not val_data  # fixed budget: the latest is the result
             progress["best_iou"] = max(progress["best_iou"], score)
             progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
             info.training["epochs"] = progress["epoch"]
             info.training["seconds"] = round(progress["seconds"], 1)
-            info.metrics = {f"val_{cfg.select}": val}
+            info.metrics = {f"val_{cfg.select}": val} if val_data else {}
             save_model(out / "last.safetensors", net, info)
             if averaged is not None:
                 atomic_write(out / "ema.safetensors", lambda tmp: save_file(
@@ -342,6 +405,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
         dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
     return progress
+
+
+NO_VALIDATION = {k: math.nan for k in ("iou", "f1", "accuracy", "iou_pooled", "iou_scene_mean")}
 
 
 def build_config(name: str) -> dict:

@@ -57,12 +57,40 @@ class ModelInfo:
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> "ModelInfo":
         config = json.loads(meta["config"])
+        if not isinstance(config, dict):
+            raise ValueError(f"'config' must be an object, got {type(config).__name__}")
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         return cls(architecture=meta["architecture"], config=config,
                    input=InputSpec.from_dict(json.loads(meta["input"])),
                    training=json.loads(meta.get("training", "{}")),
                    metrics=json.loads(meta.get("metrics", "{}")),
                    trained=json.loads(meta.get("trained", "false")))
+
+
+# Architecture sizes a weights file may ask for, checked before anything is allocated: the paper's
+# networks use 4 to 8 hidden channels and kernels of 7 or 9.
+CONFIG_LIMITS = {"hidden": (1, 256), "kernel_size": (1, 63)}
+
+
+def check_config(architecture: str, config: dict) -> None:
+    """Keys and types of an architecture's config; sizes within :data:`CONFIG_LIMITS`."""
+    known = REGISTRY[architecture].config
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"'config' has keys {unknown} that {architecture!r} does not take (it takes {sorted(known)})")
+    for key, value in config.items():
+        if key == "hidden":
+            ok = (isinstance(value, tuple) and len(value) == 2
+                  and all(type(v) is int and CONFIG_LIMITS[key][0] <= v <= CONFIG_LIMITS[key][1] for v in value))
+            if not ok:
+                raise ValueError(f"'config.hidden' must be two integers in {CONFIG_LIMITS[key]}, got {value!r}")
+        elif key == "kernel_size":
+            if not (type(value) is int and value % 2 == 1
+                    and CONFIG_LIMITS[key][0] <= value <= CONFIG_LIMITS[key][1]):
+                raise ValueError(f"'config.kernel_size' must be an odd integer in {CONFIG_LIMITS[key]}, got {value!r}")
+        elif key == "t":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -0.5 <= value <= 5.0:
+                raise ValueError(f"'config.t' must be a reflectance in [-0.5, 5], got {value!r}")
 
 
 def build_from_info(info: ModelInfo) -> nn.Module:
@@ -94,10 +122,11 @@ def save_model(path: os.PathLike | str, model: nn.Module, info: ModelInfo) -> No
 def read_info(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
     """Read and validate a file's metadata and tensors without building a model."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(path, "no such file")
+    if not path.is_file():
+        raise WeightsError(path, "not a regular file (a folder, device or pipe cannot hold weights)")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
@@ -106,10 +135,20 @@ def read_info(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, torch.Tenso
         raise WeightsError(path, f"metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
     try:
         info = ModelInfo.from_metadata(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(path, f"bad metadata ({exc})") from None
+    except KeyError as exc:
+        raise WeightsError(path, f"bad metadata: missing {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise WeightsError(path, f"bad metadata: {exc}") from None
     if info.architecture not in REGISTRY:
-        raise WeightsError(path, f"unknown architecture {info.architecture!r}")
+        raise WeightsError(path, f"unknown architecture {info.architecture!r}; known: {', '.join(REGISTRY)}")
+    try:
+        check_config(info.architecture, info.config)
+    except ValueError as exc:
+        raise WeightsError(path, f"bad metadata: {exc}") from None
+    try:  # tensors only once the metadata says what they are for
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
     return info, tensors
 
 

@@ -1,7 +1,6 @@
 """The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import sys
@@ -86,28 +85,18 @@ def diagnostic_array(node: Node, name: str, report: Report) -> DiagnosticArray:
 
 
 def make_executor() -> Executor:
-    """rclpy's C++ EventsExecutor where the installed rclpy has one, else a SingleThreadedExecutor.
+    """A SingleThreadedExecutor.
 
-    The Python executors rebuild a wait set and walk every entity for each callback, which at
-    hundreds of lines a second costs more than the model; the events executor is handed each event
-    by the middleware.  ``SCANNERNET_EXECUTOR=single`` chooses the Python one.
+    rclpy's C++ EventsExecutor (``rclpy.experimental``) costs less per callback, but in the Jazzy
+    wheels it aborts the process when SIGINT lands inside a callback (``pybind11::error_already_set``)
+    and cannot deliver message info (the segmenter's arrival times): a node that ends on Ctrl-C
+    with exit 0 and counts its queue honestly is worth the extra few tens of microseconds.
     """
-    if os.environ.get("SCANNERNET_EXECUTOR", "events") == "events":
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError:
-            pass
-        else:
-            # It turns on faulthandler for sys.stderr, which has no file descriptor where stderr is
-            # captured (pytest's capsys, notebooks): point it at the process's own stderr instead.
-            with contextlib.redirect_stderr(sys.__stderr__ or sys.stderr):
-                return EventsExecutor()
     return SingleThreadedExecutor()
 
 
 def spin_until(executor: Executor, stop: threading.Event | None = None) -> None:
-    """Run callbacks until shutdown or ``stop``.  ``spin_once`` in a loop rather than ``spin``:
-    the Jazzy wheel's EventsExecutor.spin() did not deliver subscriptions across processes here."""
+    """Run callbacks until shutdown or ``stop``; ``spin_once`` in a loop so ``stop`` is seen within 0.1 s."""
     while rclpy.ok() and not (stop is not None and stop.is_set()):
         executor.spin_once(timeout_sec=0.1)
 

@@ -6,6 +6,8 @@ only while someone listens.  Service ``~/reset`` (std_srvs/Trigger).  Status on 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
@@ -64,11 +66,14 @@ class Segmenter(Node):
         self.get_logger().info(f"segmenting with {model} on {self.device} "
                                f"({self.core.info.architecture}, bands {','.join(self.core.bands)})")
 
-    def on_scanline(self, msg: Image) -> None:
+    def on_scanline(self, msg: Image, info: dict) -> None:
         received_ns = self.get_clock().now().nanoseconds
+        arrived_ns = info.get("received_timestamp", 0)
+        if arrived_ns:
+            self.reporter.queue_ms.add((time.time_ns() - arrived_ns) / 1e6)
         stamp_ns = to_ns(msg.header.stamp)
         try:
-            line = self.core.decode(msg)
+            line = self.core.decode(msg, stamp_ns)
             prob = self.core.process(line, stamp_ns)
         except ImageFormatError as err:  # already counted by the core under its reason
             self.get_logger().error(f"rejected scanline: {err}", throttle_duration_sec=1.0)

@@ -58,6 +58,7 @@ class ArrayScene:
     name: str
     reflectance: np.ndarray          # (4, rows, width) float32
     mask: np.ndarray | None = None   # (rows, width) uint8: 0, 1 or NO_DATA
+    thin: np.ndarray | None = None   # (rows, width) bool: cloud the truth calls thin, where it says so
 
     @property
     def width(self) -> int:

@@ -34,7 +34,7 @@ def read_biome(path: Path) -> ArrayScene:
     if codes.shape != image.shape[:2]:
         raise DatasetError(f"{mask_path}: shape {codes.shape} differs from the image's {image.shape[:2]}")
     rho = np.ascontiguousarray(image[..., RGBN_INDEX].transpose(2, 0, 1), np.float32)
-    return ArrayScene(path.stem, rho, biome_mask(codes))
+    return ArrayScene(path.stem, rho, biome_mask(codes), thin=codes == 192)
 
 
 def biome_patches(root: Path) -> list[Path]:

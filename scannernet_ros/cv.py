@@ -1,0 +1,204 @@
+"""Cross-validation by scene: how a model and its training recipe will do on scenes they never saw.
+
+Scenes (not patches) are dealt into K folds, stratified by the biome that L8 Biome names carry
+(``<Biome>_<nn>_<id>``), so every fold sees every kind of ground.  For each fold, each model is
+trained on the other folds with the same recipe and budget that ship the weights, then run on the
+held-out fold exactly as the segmenter runs it (line by line through :class:`LineSegmenter`).
+The brightness threshold is a row of every table, fitted on the same training folds.
+
+This table, never a look at a held-out set, chooses recipes and the default model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import Sample, load_all
+from .metrics import Breakdown, Evaluation
+from .train import TrainConfig, train
+from .weights import atomic_write
+
+REPORTED = ("iou", "f1", "precision", "recall")
+
+
+def stratum(scene: str) -> str:
+    """The biome of an L8 Biome scene id (``Barren_00``); other datasets form one stratum each."""
+    head = scene.split("_")[0]
+    return head if head.isalpha() and head[:1].isupper() and not head.isupper() else "other"
+
+
+def make_folds(scenes: list[str], k: int, seed: int) -> list[list[str]]:
+    """``k`` disjoint lists of scenes covering all of them, each stratum spread over the folds."""
+    scenes = sorted(set(scenes))
+    if not 2 <= k <= len(scenes):
+        raise ValueError(f"--folds must be between 2 and the number of scenes ({len(scenes)}), got {k}")
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[str, list[str]] = {}
+    for s in scenes:
+        by_stratum.setdefault(stratum(s), []).append(s)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    turn = 0
+    for name in sorted(by_stratum):
+        members = by_stratum[name]
+        rng.shuffle(members)
+        for s in members:   # deal round-robin, carrying on where the last stratum stopped
+            folds[turn % k].append(s)
+            turn += 1
+    return [sorted(f) for f in folds]
+
+
+def score(weights: Path, samples: list[Sample]) -> dict:
+    """Run one weights file over ``samples`` as the segmenter would; both protocols and the breakdown."""
+    from .evaluate import Predictor
+    import torch
+    predictor = Predictor(str(weights), torch.device("cpu"))
+    evaluation, breakdown = Evaluation(), Breakdown()
+    for sample in samples:
+        pred = predictor.probabilities(sample) >= 0.5
+        evaluation.add(sample.scene, pred, sample.mask)
+        breakdown.add(pred, sample.mask, sample.thin)
+    report = evaluation.report()
+    return {"pooled": report["pooled"], "per_scene_mean": report["per_scene_mean"],
+            "scenes": report["scenes"], "breakdown": breakdown.report()}
+
+
+def _one_thread() -> None:
+    import torch
+    torch.set_num_threads(1)  # workers share the cores; one BLAS thread each
+
+
+def run_fold(model: str, fold: int, held: list[str], training: list[Sample], test: list[Sample],
+             recipe: TrainConfig, out: Path, data: list[str], log=print) -> dict:
+    """Train ``model`` on ``training`` with ``recipe``, score it on the held-out ``test`` scenes."""
+    run = Path(out) / f"fold{fold}" / model
+    started = time.monotonic()
+    cfg = replace(recipe, model=model, out=str(run), data=data, val=[], val_fraction=0.0)
+    train(cfg, log=lambda m: log(f"[fold {fold} {model}] {m}"), data=(training, []))
+    return {"fold": fold, "test_scenes": held, "train_samples": len(training),
+            "train_seconds": round(time.monotonic() - started, 1), **score(run / "best.safetensors", test)}
+
+
+def _logged(result: dict, model: str, log) -> dict:
+    p, s = result["pooled"], result["per_scene_mean"]
+    log(f"fold {result['fold']} {model}: pooled IoU {p['iou']:.4f}, per-scene IoU {s['iou']:.4f} "
+        f"({len(result['test_scenes'])} scenes held out, {result['train_seconds']:.0f} s)")
+    return result
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    defined = [v for v in values if not math.isnan(v)]
+    if not defined:
+        return {"mean": math.nan, "sd": math.nan, "folds": 0}
+    return {"mean": float(np.mean(defined)), "sd": float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0,
+            "folds": len(defined)}
+
+
+def cross_validate(data: list[str], models: list[str], folds: int, recipe: TrainConfig, out: Path,
+                   log=print, workers: int = 1) -> dict:
+    samples = load_all(data)
+    if not samples:
+        raise ValueError(f"no labelled samples in {data}")
+    fold_scenes = make_folds([s.scene for s in samples], folds, recipe.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for i, held in enumerate(fold_scenes):
+        training = [s for s in samples if s.scene not in held]
+        if not any((s.mask == 1).any() for s in training):
+            raise ValueError(f"fold {i}: the training folds hold no cloud pixel; use fewer folds")
+        test = [s for s in samples if s.scene in held]
+        jobs += [(model, i, held, training, test) for model in models]
+    results: dict[str, list[dict]] = {m: [None] * len(fold_scenes) for m in models}
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            futures = [pool.submit(run_fold, *job, recipe, out, data) for job in jobs]
+            for job, future in zip(jobs, futures):
+                results[job[0]][job[1]] = _logged(future.result(), job[0], log)
+    else:
+        for job in jobs:
+            results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, data, log), job[0], log)
+    summary = {"data": data, "folds": fold_scenes, "recipe": asdict(recipe), "models": {}}
+    for model, rows in results.items():
+        summary["models"][model] = {
+            "pooled": {k: summarise([r["pooled"][k] for r in rows]) for k in REPORTED},
+            "per_scene": {k: summarise([r["per_scene_mean"][k] for r in rows]) for k in REPORTED},
+            "breakdown": {k: summarise([r["breakdown"][k] for r in rows])
+                          for k in ("recall_thin", "recall_thick", "errors_near_edge",
+                                    "fp_rate_first_16_rows", "fp_rate_other_rows")},
+            "cloud_free": {"scenes": sum(r["per_scene_mean"]["cloud_free_scenes"] for r in rows),
+                           "fp_rate": summarise([r["per_scene_mean"]["cloud_free_fp_rate"] for r in rows])},
+            "per_fold": rows,
+        }
+    atomic_write(out / "cv.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=float)))
+    atomic_write(out / "cv.md", lambda tmp: Path(tmp).write_text(markdown(summary)))
+    return summary
+
+
+def _cell(s: dict) -> str:
+    return "undefined" if math.isnan(s["mean"]) else f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}"
+
+
+def markdown(summary: dict) -> str:
+    k = len(summary["folds"])
+    scenes = sum(len(f) for f in summary["folds"])
+    r = summary["recipe"]
+    lines = [f"{k}-fold cross-validation by scene over {scenes} scenes ({', '.join(summary['data'])}); "
+             f"seed {r['seed']}, {r['max_epochs']} epochs of {r['steps_per_epoch']} steps per fold; "
+             "mean ± sd over folds, x100, threshold 0.5 on the model output.", "",
+             "| model | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene "
+             "| FP rate, cloud-free scenes |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in summary["models"].items():
+        cf = m["cloud_free"]
+        lines.append(f"| {name} | {_cell(m['pooled']['iou'])} | {_cell(m['per_scene']['iou'])} | "
+                     f"{_cell(m['per_scene']['f1'])} | {_cell(m['per_scene']['precision'])} | "
+                     f"{_cell(m['per_scene']['recall'])} | {_cell(cf['fp_rate'])} ({cf['scenes']} scenes) |")
+    lines += ["", "| model | recall, thin cloud | recall, thick cloud | share of errors within 3 px of an edge "
+              "| FP rate, first 16 rows | FP rate, other rows |", "|---|---:|---:|---:|---:|---:|"]
+    for name, m in summary["models"].items():
+        b = m["breakdown"]
+        lines.append(f"| {name} | " + " | ".join(_cell(b[k]) for k in (
+            "recall_thin", "recall_thick", "errors_near_edge", "fp_rate_first_16_rows", "fp_rate_other_rows")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_MODELS = ["threshold", "baseline1d", "scannernet_small", "scannernet"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, help="labelled sources (L8 Biome folder, 38-Cloud split, ...)")
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="registry names; threshold is always added")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb")
+    p.add_argument("--epochs", type=int, default=RECIPE.max_epochs, help="epochs per fold (fixed budget)")
+    p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch)
+    p.add_argument("--seed", type=int, default=RECIPE.seed)
+    p.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes, one thread each")
+    p.add_argument("--out", default="out/cv")
+
+
+# The recipe the shipped weights are trained with (see models/*.md): real data only, a fixed
+# budget of 40 epochs x 10 steps of 64 crops, weight EMA, no validation split (all data trains).
+RECIPE = TrainConfig(max_epochs=40, steps_per_epoch=10, patience=10 ** 6, ema=0.99, clip=1.0, lr=5e-3,
+                     val_fraction=0.0, device="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    models = list(dict.fromkeys(["threshold", *args.models]))
+    recipe = replace(RECIPE, bands=args.bands, max_epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                     seed=args.seed)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs)
+    print(markdown(summary))
+    print(f"wrote {args.out}/cv.json and cv.md")
+    return 0
