@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scannernet_ros.codec import ENCODINGS, MAX_WIDTH, ImageFormatError, decode_line
@@ -78,3 +78,40 @@ def test_segmenter_core_answers_or_counts_every_line(msg, stamp):
         assert prob.shape == (msg.width,) and np.all((prob >= 0) & (prob <= 1))
         assert seg.counters.lines_out == before_out + 1
     assert seg.counters.lines_in == before_in + 1
+
+
+def _float_line(values: np.ndarray) -> Msg:
+    data = np.ascontiguousarray(values.T, "<f4").tobytes()
+    return Msg(height=1, width=values.shape[1], encoding="32FC3", step=len(data), is_bigendian=0, data=data)
+
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(finite_floats, min_size=3 * 8, max_size=3 * 8), min_size=1, max_size=6))
+@example([[3e38] + [0.3] * 23])                 # one absurd but finite pixel (overflowed the normaliser)
+@example([[-3e38] * 24, [1e-45] * 24])
+@example([[5.0000005] + [0.3] * 23])            # just above the physical range
+def test_absurd_float_values_never_poison_later_lines(rows):
+    """Any finite float32 line is either within the reflectance range and segmented, or rejected
+    as out_of_range; either way the next valid line gets finite probabilities (the state is never
+    poisoned) and every line is counted once."""
+    torch.manual_seed(0)
+    seg = LineSegmenter(build_model("scannernet_small"), ModelInfo("scannernet_small", {"hidden": (4, 4), "kernel_size": 7}))
+    stamp = 0
+    for row in rows:
+        values = np.asarray(row, np.float32).reshape(3, 8)
+        stamp += seg.line_period_ns
+        try:
+            prob = seg.process_image(_float_line(values), stamp)
+        except ImageFormatError as err:
+            assert err.reason == "out_of_range"
+            assert not ((values >= -0.5) & (values <= 5.0)).all()
+        else:
+            assert np.isfinite(prob).all()
+        stamp += seg.line_period_ns
+        prob = seg.process_image(_float_line(np.full((3, 8), 0.3, np.float32)), stamp)
+        assert np.isfinite(prob).all() and np.all((prob >= 0) & (prob <= 1))
+    assert seg.counters.lines_in == 2 * len(rows)
+    assert seg.counters.dropped == 0

@@ -123,3 +123,42 @@ def test_cuda_segmenter_matches_cpu():
     cpu = _segmenter().segment_image(image, "float")
     gpu = _segmenter(device="cuda").segment_image(image, "float")
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("stepper", ["auto", "torch", "plain"])
+def test_nonfinite_state_resets_and_nothing_nonfinite_comes_out(stepper):
+    seg = _segmenter(stepper=stepper)
+    seg.process(_line(), 0)
+    state = seg.stepper.state_tensors()
+    with torch.inference_mode():
+        state[1].view(-1)[3] = float("nan")    # poison c1 in place, as an overflow would
+    prob = seg.process(_line(seed=1), P)
+    assert np.isfinite(prob).all()
+    assert seg.counters.resets["nonfinite_state"] == 1
+    fresh = _segmenter(stepper=stepper)
+    np.testing.assert_allclose(prob, fresh.process(_line(seed=1), P), atol=1e-6)  # rerun from zeros
+
+
+def test_out_of_range_reflectance_is_rejected_and_not_counted_as_dropped():
+    from scannernet_ros.codec import ImageFormatError
+    seg = _segmenter()
+    seg.process(_line(), 0)
+    bad = _line(seed=2)
+    bad.samples[1, 5] = 3e38
+    with pytest.raises(ImageFormatError) as err:
+        seg.process(bad, P)
+    assert err.value.reason == "out_of_range"
+    prob = seg.process(_line(seed=3), 2 * P)
+    assert np.isfinite(prob).all()
+    assert seg.counters.rejected["out_of_range"] == 1 and seg.counters.dropped == 0
+    assert seg.counters.lines_in == 3 and seg.counters.lines_out == 2
+
+
+def test_a_stamp_jump_is_a_reset_not_billions_of_drops():
+    seg = _segmenter()
+    t = 1_700_000_000_000_000_000
+    seg.process(_line(), t)
+    seg.process(_line(), 0)                  # one line stamped 0
+    seg.process(_line(), t + 2 * P)
+    assert seg.counters.dropped == 0
+    assert seg.counters.resets["stamp_backwards"] == 1 and seg.counters.resets["stamp_jump"] == 1

@@ -129,3 +129,67 @@ def test_shipped_weights_load_and_each_has_a_model_card():
         card = path.with_suffix(".md").read_text()
         assert f"{info.metrics['heldout']['pooled']['iou'] * 100:.2f}" in card  # card and file agree
     assert resolve_model_path("scannernet_small") == REPO / "models" / "scannernet_small.safetensors"
+
+
+def _with_metadata(tmp_path, **changes):
+    """A valid scannernet_small file whose metadata fields are replaced by ``changes`` (raw strings)."""
+    from safetensors.torch import load_file, save_file
+    path, _, info = _save(tmp_path, "scannernet_small")
+    meta = {**info.to_metadata(), **changes}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    return path
+
+
+def _input(**fields):
+    import json
+    d = InputSpec().to_dict()
+    d.update(fields)
+    return json.dumps(d)
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"input": _input(mean=[float("nan"), 0.3, 0.3])}, "mean"),
+    ({"input": _input(mean=[float("inf"), 0.3, 0.3])}, "mean"),
+    ({"input": _input(std=[float("nan"), 0.2, 0.2])}, "std"),
+    ({"input": _input(std=[1e-300, 0.2, 0.2])}, "std"),
+    ({"input": _input(std=[0.0, 0.2, 0.2])}, "std"),
+    ({"input": _input(dn_gain=float("nan"))}, "dn_gain"),
+    ({"input": _input(u8_gain=-1.0)}, "u8_gain"),
+    ({"input": _input(bands=["red", "red", "red"])}, "bands"),
+    ({"input": _input(bands=["red", "green", "swir"])}, "bands"),
+    ({"input": _input(mean=["a", 0.3, 0.3])}, "mean"),
+    ({"input": _input(colour="blue")}, "unknown keys"),
+    ({"input": "[1, 2, 3]"}, "'input' must be an object"),
+    ({"input": "not json"}, "bad metadata"),
+    ({"config": "[4, 4]"}, "'config' must be an object"),
+    ({"config": '{"hidden": [4, 100000000], "kernel_size": 7}'}, "config.hidden"),
+    ({"config": '{"hidden": [4, 3000], "kernel_size": 7}'}, "config.hidden"),
+    ({"config": '{"hidden": [4, 4.5], "kernel_size": 7}'}, "config.hidden"),
+    ({"config": '{"hidden": [4, 4], "kernel_size": 8}'}, "config.kernel_size"),
+    ({"config": '{"hidden": [4, 4], "kernel_size": 7, "depth": 3}'}, "does not take"),
+    ({"architecture": "resnet"}, "unknown architecture"),
+])
+def test_bad_metadata_is_one_error_naming_file_and_field(tmp_path, changes, field):
+    path = _with_metadata(tmp_path, **changes)
+    with pytest.raises(WeightsError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert str(path) in message and field in message and "\n" not in message
+
+
+def test_not_a_regular_file_has_its_own_message(tmp_path):
+    with pytest.raises(WeightsError, match="not a regular file"):
+        load_model(tmp_path)
+    with pytest.raises(WeightsError, match="not a regular file"):
+        load_model("/dev/zero")
+
+
+def test_threshold_weights_round_trip(tmp_path):
+    model = build_model("threshold", t=0.3)
+    path = tmp_path / "threshold.safetensors"
+    spec = InputSpec(mean=(0.0,) * 3, std=(1.0,) * 3)
+    save_model(path, model, ModelInfo("threshold", config={"t": 0.3}, input=spec, trained=True))
+    loaded, info = load_model(path)
+    assert info.config == {"t": 0.3} and sum(p.numel() for p in loaded.parameters()) == 0
+    x = torch.tensor([[[[0.29, 0.31]], [[0.29, 0.31]], [[0.29, 0.31]]]])   # (1, 3, 1, 2) reflectance
+    assert (loaded(x) > 0).tolist() == [[[[False, True]]]]

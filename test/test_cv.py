@@ -1,0 +1,112 @@
+"""Cross-validation folds, the threshold reference and the per-scene protocol, on small data."""
+import math
+
+import numpy as np
+import pytest
+
+from scannernet_ros.cv import make_folds, stratum
+from scannernet_ros.datasets import Sample
+from scannernet_ros.metrics import NO_DATA, Breakdown, Evaluation, edge_band
+from scannernet_ros.train import fit_threshold
+
+BIOME_SCENES = [f"{b}_{i:02d}" for b in ("Barren", "Forest", "Water", "SnowIce") for i in range(5)] + [
+    "LC08_L1TP_002053_20160520_20170324_01_T1"]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 7])
+def test_folds_partition_scenes_and_spread_each_biome(k):
+    folds = make_folds(BIOME_SCENES, k, seed=0)
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == sorted(BIOME_SCENES) and len(flat) == len(set(flat))  # no scene in two folds
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for biome in ("Barren", "Forest", "Water", "SnowIce"):
+        per_fold = [sum(stratum(s) == biome for s in f) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1
+    assert make_folds(BIOME_SCENES, k, seed=0) == folds    # seeded
+
+
+def test_bad_fold_counts_are_one_clear_error():
+    for k in (0, 1, len(BIOME_SCENES) + 1):
+        with pytest.raises(ValueError, match="--folds"):
+            make_folds(BIOME_SCENES, k, seed=0)
+
+
+def test_stratum_reads_the_biome_name():
+    assert stratum("GrassCrops_01") == "GrassCrops" and stratum("LC08_L1TP_x") == "other"
+
+
+def _sample(name, brightness, mask):
+    rho = np.broadcast_to(np.asarray(brightness, np.float32), (4, *mask.shape)).copy()
+    return Sample(name, name, rho, mask.astype(np.uint8))
+
+
+def test_threshold_fit_finds_the_separating_brightness():
+    bright = np.tile(np.linspace(0.0, 1.0, 101, dtype=np.float32), (4, 1))
+    mask = (bright > 0.4).astype(np.uint8)
+    mask[0, 0] = NO_DATA
+    t, iou = fit_threshold([_sample("a", bright, mask)], ("red", "green", "blue"))
+    assert 0.395 <= t <= 0.41 and iou == 1.0
+    with pytest.raises(ValueError, match="no cloud"):
+        fit_threshold([_sample("b", bright, np.zeros_like(mask))], ("red", "green", "blue"))
+
+
+def test_cloud_free_scenes_count_the_same_for_every_method():
+    cloudy = np.array([1, 1, 0, 0], np.uint8)
+    clear = np.zeros(4, np.uint8)
+    quiet, noisy = Evaluation(), Evaluation()
+    for ev, fp in ((quiet, 0), (noisy, 1)):
+        ev.add("cloudy", np.array([1, 1, 0, 0], bool), cloudy)
+        ev.add("clear", np.array([fp, 0, 0, 0], bool), clear)
+    q, n = quiet.scene_mean(), noisy.scene_mean()
+    assert q["iou"] == n["iou"] == 1.0 and q["iou_scenes"] == n["iou_scenes"] == 1   # clear scene: same for both
+    assert q["cloud_free_scenes"] == n["cloud_free_scenes"] == 1
+    assert q["cloud_free_fp_rate"] == 0.0 and n["cloud_free_fp_rate"] == 0.25
+    missed = Evaluation()
+    missed.add("cloudy", np.zeros(4, bool), cloudy)
+    assert missed.scene_mean()["precision"] == 0.0 and missed.scene_mean()["precision_scenes"] == 1
+
+
+def test_no_data_pixels_count_nowhere():
+    truth = np.array([[1, NO_DATA], [0, NO_DATA]], np.uint8)
+    ev = Evaluation()
+    ev.add("s", np.ones((2, 2), bool), truth)
+    cm = ev.per_scene["s"]
+    assert (cm.tp, cm.fp, cm.fn, cm.tn) == (1, 1, 0, 0)
+
+
+def test_breakdown_thin_thick_edges_and_warmup():
+    truth = np.zeros((32, 20), np.uint8)
+    truth[:, 10:] = 1
+    thin = np.zeros_like(truth, bool)
+    thin[:, 15:] = True
+    pred = np.zeros_like(truth, bool)
+    pred[:, 10:15] = True          # thick found, thin missed
+    pred[:4, :3] = True            # false positives in the first rows only
+    b = Breakdown()
+    b.add(pred, truth, thin)
+    r = b.report()
+    assert r["recall_thick"] == 1.0 and r["recall_thin"] == 0.0
+    assert r["fp_rate_first_16_rows"] == pytest.approx(12 / (16 * 10)) and r["fp_rate_other_rows"] == 0.0
+    band = edge_band(truth)
+    assert band[:, 7:13].all() and not band[:, :7].any() and not band[:, 13:].any()
+    no_thin = Breakdown()
+    no_thin.add(pred, truth)
+    assert math.isnan(no_thin.report()["recall_thin"])
+
+
+def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
+    import json
+
+    from scannernet_ros.cli import main
+    out = tmp_path / "cv"
+    rc = main(["cv", "--data", "synthetic:6:40:0.3-1.0", "--models", "baseline1d", "--folds", "2",
+               "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert list(summary["models"]) == ["threshold", "baseline1d"]       # the reference is always there
+    assert all(len(m["per_fold"]) == 2 for m in summary["models"].values())
+    held = [set(f) for f in summary["folds"]]
+    assert not held[0] & held[1] and len(held[0] | held[1]) == 6
+    assert "| threshold |" in (out / "cv.md").read_text()
+    assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--out", str(tmp_path / "x")]) == 2
+    assert "--folds" in capsys.readouterr().err
