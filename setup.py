@@ -53,11 +53,11 @@ setup(
     entry_points={
         "console_scripts": [
             "scannernet = scannernet_ros.cli:main",
-            "pushbroom_camera = scannernet_ros.nodes.pushbroom_camera:main",
-            "segmenter = scannernet_ros.nodes.segmenter:main",
-            "waterfall = scannernet_ros.nodes.waterfall:main",
-            "bag_player = scannernet_ros.nodes.bag_player:main",
-            "evaluator = scannernet_ros.nodes.evaluator:main",
+            "pushbroom_camera = scannernet_ros.executables:pushbroom_camera",
+            "segmenter = scannernet_ros.executables:segmenter",
+            "waterfall = scannernet_ros.executables:waterfall",
+            "bag_player = scannernet_ros.executables:bag_player",
+            "evaluator = scannernet_ros.executables:evaluator",
         ],
     },
 )

@@ -38,13 +38,23 @@ def _typestore():
     return get_typestore(Stores.ROS2_JAZZY)
 
 
+def is_partial(path: Path) -> bool:
+    """A staging folder of an interrupted ``convert`` (``.<name>.partial``), or inside one."""
+    return any(part.startswith(".") and part.endswith(".partial") for part in Path(path).resolve().parts)
+
+
 def find_bags(path: Path) -> list[Path]:
-    """``path`` itself if it is a bag folder, else the bag folders directly below it."""
+    """``path`` itself if it is a bag folder, else the bag folders directly below it.
+
+    Staging folders of an interrupted conversion are never data: asked for one, this is a BagError."""
     path = Path(path)
+    if is_partial(path):
+        raise BagError(f"{path}: an interrupted conversion (a .partial staging folder), not a bag; "
+                       "delete it, or run `scannernet convert` again with --clean-partial")
     if (path / "metadata.yaml").is_file():
         return [path]
     if path.is_dir():
-        return sorted(p.parent for p in path.glob("*/metadata.yaml"))
+        return sorted(p.parent for p in path.glob("*/metadata.yaml") if not p.parent.name.startswith("."))
     return []
 
 
@@ -113,6 +123,10 @@ def read_bag(path: Path, topics: tuple[str, ...] = (SCANLINE, GT_LINE, SCENE)) -
     try:
         with Reader(path) as reader:
             connections = [c for c in reader.connections if c.topic in topics]
+            for c in connections:
+                expected = MARKER if c.topic == SCENE else IMAGE
+                if c.msgtype != expected:
+                    raise BagError(f"{path}: topic {c.topic} has type {c.msgtype}, expected {expected}")
             if not any(c.topic == SCANLINE for c in connections):
                 found = sorted({c.topic for c in reader.connections})
                 raise BagError(f"{path}: no {SCANLINE} topic (topics: {found}); not a scannernet_ros scene bag")

@@ -54,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
-    convert(args.source, args.out, args.encoding, args.storage, args.per_patch)
+    convert(args.source, args.out, args.encoding, args.storage, args.per_patch, args.clean_partial)
     return 0
 
 
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="16UC4", choices=("16UC4", "rgb16"))
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     p.add_argument("--per-patch", action="store_true", help="38-Cloud: one bag per patch, not per rebuilt scene")
+    p.add_argument("--clean-partial", action="store_true",
+                   help="remove what an interrupted conversion left in OUT (.<scene>.partial folders) first")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -5,6 +5,7 @@ of different scenes never share a stamp when several bags are replayed into one 
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,10 +31,19 @@ def scenes_of(source: str, per_patch: bool):
         yield ArrayScene(s.name, s.reflectance, s.mask)
 
 
-def convert(source: str, out: str, encoding: str = "16UC4", storage: str = "mcap", per_patch: bool = False) -> list[Path]:
+def convert(source: str, out: str, encoding: str = "16UC4", storage: str = "mcap", per_patch: bool = False,
+            clean_partial: bool = False) -> list[Path]:
     out_dir = Path(out)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BagError(f"{out_dir}: exists and is not empty; refusing to overwrite")
+    if out_dir.exists():
+        stale = [p for p in out_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".partial")]
+        if stale and clean_partial:
+            for p in stale:
+                shutil.rmtree(p)
+        elif stale:
+            raise BagError(f"{out_dir}: holds {len(stale)} interrupted conversion(s) ({stale[0].name}); "
+                           "run again with --clean-partial to remove them")
+        if any(out_dir.iterdir()):
+            raise BagError(f"{out_dir}: exists and is not empty; refusing to overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k, scene in enumerate(scenes_of(source, per_patch)):

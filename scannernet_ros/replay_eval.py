@@ -15,9 +15,16 @@ from .metrics import Evaluation
 
 
 class StampPairing:
-    """Pairs masks with ground truth by stamp and scores each pair once both scenes and lines are known."""
+    """Pairs masks with ground truth by stamp and scores each pair once both scenes and lines are known.
 
-    def __init__(self) -> None:
+    At most ``max_pending`` lines wait on each side: beyond that the oldest is given up (a lost
+    mask, or a mask without truth), so memory stays bounded however long the replay.
+    """
+
+    def __init__(self, max_pending: int = 20_000) -> None:
+        self.max_pending = max_pending
+        self.given_up_truth = 0
+        self.given_up_masks = 0
         self.evaluation = Evaluation()
         self.scene_starts: list[int] = []
         self.scene_names: list[str] = []
@@ -38,10 +45,16 @@ class StampPairing:
     def add_mask(self, stamp_ns: int, mask_mono8: np.ndarray) -> None:
         self.masks[stamp_ns] = mask_mono8 > 127
         self._pair(stamp_ns)
+        if len(self.masks) > self.max_pending:
+            del self.masks[next(iter(self.masks))]
+            self.given_up_masks += 1
 
     def add_truth(self, stamp_ns: int, gt_mono8: np.ndarray) -> None:
         self.truth[stamp_ns] = truth_from_mono8(gt_mono8)
         self._pair(stamp_ns)
+        if len(self.truth) > self.max_pending:
+            del self.truth[next(iter(self.truth))]
+            self.given_up_truth += 1
 
     def _pair(self, stamp_ns: int) -> None:
         if stamp_ns in self.masks and stamp_ns in self.truth:
@@ -52,9 +65,21 @@ class StampPairing:
             self.evaluation.add(self.scene_of(stamp_ns), mask, truth)
             self.paired += 1
 
-    def report(self) -> dict:
-        lost, unmatched = len(self.truth), len(self.masks)
-        ok = lost == 0 and unmatched == 0 and self.width_mismatch == 0
+    def report(self, expected_lines: int | None = None) -> dict:
+        """Scores and a status; ``expected_lines`` (ground-truth lines the player sent) makes a
+        short or empty replay a FAIL with its reason."""
+        lost, unmatched = len(self.truth) + self.given_up_truth, len(self.masks) + self.given_up_masks
+        reasons = []
+        if lost:
+            reasons.append(f"{lost} ground-truth lines got no mask")
+        if unmatched:
+            reasons.append(f"{unmatched} masks got no ground truth")
+        if self.width_mismatch:
+            reasons.append(f"{self.width_mismatch} masks differ in width from their truth")
+        if self.paired == 0:
+            reasons.append("no line was scored")
+        if expected_lines is not None and self.paired < expected_lines:
+            reasons.append(f"scored {self.paired} of the {expected_lines} lines replayed")
         return {**self.evaluation.report(), "lines_paired": self.paired, "lost_masks": lost,
                 "masks_without_truth": unmatched, "width_mismatch": self.width_mismatch,
-                "status": "ok" if ok else "FAIL"}
+                "status": "FAIL" if reasons else "ok", "reasons": reasons}

@@ -11,15 +11,15 @@ import threading
 import time
 from pathlib import Path
 
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, Header
 
 from ..bags import GT_LINE, SCANLINE, SCENE, BagError, find_bags, read_bag
 from ..pacing import run_paced, wait_for
-from .ros_common import ParameterError, declare, from_ns, qos, run_node, to_ns
+from .ros_common import ParameterError, declare, from_ns, qos, run_node, to_ns, wait_acked
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MARKERS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -56,6 +56,8 @@ class BagPlayer(Node):
                      GT_LINE: self.create_publisher(Image, "gt_line", reliable)}
         self.scene_pub = self.create_publisher(Header, "scene", MARKERS)
         self.done_pub = self.create_publisher(Empty, "replay_done", LATCHED)
+        self.summary_pub = self.create_publisher(DiagnosticStatus, "replay_summary", LATCHED)
+        self.truth_lines = 0
         self.published = 0
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -72,6 +74,10 @@ class BagPlayer(Node):
             except BagError as err:  # a broken bag is reported and skipped; the others still play
                 self.failed.append(str(err))
                 self.get_logger().error(str(err))
+            except Exception as exc:  # noqa: BLE001 - whatever a bag holds, the replay goes on
+                self.failed.append(f"{bag}: {type(exc).__name__}: {exc}")
+                self.get_logger().error(self.failed[-1])
+        self.summary_pub.publish(self.summary())
         self.done_pub.publish(Empty())
         self.get_logger().info(f"replay done: {self.published} messages from {len(self.bags)} bag(s)"
                                + (f", {len(self.failed)} failed" if self.failed else ""))
@@ -89,13 +95,23 @@ class BagPlayer(Node):
                 self.scene_pub.publish(to_ros_header(m.msg))
             else:
                 self.pubs[m.topic].publish(to_ros_image(m.msg))
+                self.truth_lines += m.topic == GT_LINE
             self.published += 1
         return run_paced(read_bag(bag), publish, self._stop, due if self.rate > 0 else None,
                          flush=self.flush, batch=self.batch)
 
+    def summary(self) -> DiagnosticStatus:
+        """What was replayed, so an evaluator can tell a complete replay from a short one."""
+        values = {"bags": len(self.bags), "bags failed": len(self.failed), "messages": self.published,
+                  "ground-truth lines": self.truth_lines}
+        kv = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        kv += [KeyValue(key=f"failed {i}", value=reason) for i, reason in enumerate(self.failed)]
+        level = DiagnosticStatus.ERROR if self.failed or not self.published else DiagnosticStatus.OK
+        message = f"{len(self.failed)} of {len(self.bags)} bags failed" if self.failed else "replayed"
+        return DiagnosticStatus(level=level, name="scannernet_ros: bag_player", message=message, values=kv)
+
     def flush(self) -> None:
-        for pub in self.pubs.values():
-            pub.wait_for_all_acked(Duration(seconds=10))
+        wait_acked(list(self.pubs.values()), self._stop)
 
     def destroy_node(self) -> None:
         self._stop.set()

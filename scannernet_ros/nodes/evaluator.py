@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, Header
@@ -32,6 +32,10 @@ class Evaluator(Node):
         super().__init__("evaluator", **kwargs)
         self.report_path = Path(declare(self, "report_path", "out/replay_evaluation.json", "where the JSON report is written"))
         self.settle_s = declare(self, "settle_s", 2.0, "seconds to wait for the last masks after replay_done", (0.0, 3600.0))
+        self.exit_after_report = declare(self, "exit_after_report", True,
+                                         "end the process once the report is written: exit 0 ok, 1 FAIL")
+        self.exit_code: int | None = None   # set when done: run_node ends the process with it
+        self.replay: DiagnosticStatus | None = None
         self.pairing = StampPairing()
         self.report: dict | None = None
         self.rejected: Counter = Counter()
@@ -42,6 +46,7 @@ class Evaluator(Node):
         # Ground truth is subscribed only once a segmenter's mask_line is connected: the bag player
         # waits for this subscriber, so playback cannot start while masks would still go unheard.
         self._connect_timer = self.create_timer(0.05, self.connect_truth)
+        self.create_subscription(DiagnosticStatus, "replay_summary", self.on_summary, LATCHED)
         self.create_subscription(Empty, "replay_done", self.on_done, LATCHED)
         self.create_timer(1.0, self.on_diagnostics)
         self._finish_timer = None
@@ -76,15 +81,28 @@ class Evaluator(Node):
     def on_scene(self, msg: Header) -> None:
         self.pairing.add_scene(to_ns(msg.stamp), msg.frame_id)
 
+    def on_summary(self, msg: DiagnosticStatus) -> None:
+        self.replay = msg
+
     def on_done(self, msg: Empty) -> None:
         if self._finish_timer is None:
             self._finish_timer = self.create_timer(max(self.settle_s, 1e-3), self.finish)
 
     def finish(self) -> None:
         self._finish_timer.cancel()
-        self.report = self.pairing.report()
+        replay = {kv.key: kv.value for kv in self.replay.values} if self.replay else {}
+        expected = int(replay["ground-truth lines"]) if "ground-truth lines" in replay else None
+        self.report = self.pairing.report(expected)
         self.report["rejected_lines"] = dict(self.rejected)
+        self.report["replay"] = replay
         if self.rejected:
+            self.report["reasons"].append(f"{sum(self.rejected.values())} lines rejected")
+        if self.replay is None:
+            self.report["reasons"].append("no replay_summary from the bag player: completeness unknown")
+        elif int(replay.get("bags failed", "0")):
+            self.report["reasons"].append(self.replay.message + ": " + "; ".join(
+                v for k, v in replay.items() if k.startswith("failed ")))
+        if self.report["reasons"]:
             self.report["status"] = "FAIL"
         try:
             self.report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +112,11 @@ class Evaluator(Node):
             self.get_logger().error(self.write_error)
         log = self.get_logger().info if self.report["status"] == "ok" else self.get_logger().error
         log(f"replay evaluation {self.report['status']}: {self.report['lines_paired']} lines, "
-            f"pooled IoU {self.report['pooled']['iou']:.4f}, lost masks {self.report['lost_masks']}")
+            f"pooled IoU {self.report['pooled']['iou']:.4f}, lost masks {self.report['lost_masks']}"
+            + (f"; {'; '.join(self.report['reasons'])}" if self.report["reasons"] else ""))
         self.on_diagnostics()
+        if self.exit_after_report:
+            self.exit_code = 0 if self.report["status"] == "ok" and not self.write_error else 1
 
     def on_diagnostics(self) -> None:
         p = self.pairing
@@ -109,8 +130,7 @@ class Evaluator(Node):
         if self.rejected and self.report is None:
             level, message = ERROR, f"rejected {sum(self.rejected.values())} malformed lines"
         elif self.report is not None and (self.report["status"] != "ok" or self.write_error):
-            level, message = ERROR, self.write_error or (f"{self.report['lost_masks']} masks lost, "
-                                                         f"{sum(self.rejected.values())} lines rejected")
+            level, message = ERROR, self.write_error or "; ".join(self.report["reasons"])
         else:
             level, message = OK, "done" if self.report else "evaluating"
         self.diag_pub.publish(diagnostic_array(self, STATUS_NAME, Report(level, message, values)))

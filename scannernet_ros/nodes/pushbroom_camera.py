@@ -10,7 +10,6 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -21,7 +20,8 @@ from ..diagnostics import OK, WARN, Report
 from ..pacing import run_paced, wait_for
 from ..scenes import open_scene
 from ..streaming import LANDSAT8_LINE_RATE_HZ
-from .ros_common import ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node
+from .ros_common import (ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node,
+                         wait_acked)
 
 STATUS_NAME = "scannernet_ros: pushbroom_camera"
 
@@ -80,7 +80,7 @@ class PushbroomCamera(Node):
         ready = (self.prepare(line) for line in self.lines)
         due = (lambda item: item[0]) if self.line_rate > 0 else None  # unpaced: as fast as acknowledged
         if run_paced(ready, self.send, self._stop, due,
-                     flush=lambda: self.scan_pub.wait_for_all_acked(Duration(seconds=10)), batch=self.batch):
+                     flush=lambda: wait_acked([self.scan_pub], self._stop), batch=self.batch):
             self.finished = True
             self.get_logger().info(f"scene finished after {self.published} lines")
 

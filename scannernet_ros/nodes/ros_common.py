@@ -1,6 +1,7 @@
 """The few ROS conversions every node needs: parameters, QoS, stamps, images, diagnostics."""
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import sys
@@ -10,13 +11,16 @@ from typing import Any, Callable
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from .. import stop as stop_signals
 from ..codec import encode_line
 from ..diagnostics import Report
 
@@ -26,9 +30,13 @@ class ParameterError(ValueError):
 
 
 def declare(node: Node, name: str, default: Any, description: str,
-            range_: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """Declare a parameter with a descriptor, read it back, and check it against its range/choices."""
-    descriptor = ParameterDescriptor(description=description)
+            range_: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None,
+            runtime: bool = False) -> Any:
+    """Declare a parameter with a descriptor, read it back, and check it against its range/choices.
+
+    Parameters are read-only unless ``runtime``: then the node applies a new value (see
+    :func:`apply_at_runtime`), so ``ros2 param set`` either takes effect or is refused, never ignored."""
+    descriptor = ParameterDescriptor(description=description, read_only=not runtime)
     if range_ is not None and isinstance(default, float):
         descriptor.floating_point_range = [FloatingPointRange(from_value=float(range_[0]),
                                                               to_value=float(range_[1]))]
@@ -43,6 +51,37 @@ def declare(node: Node, name: str, default: Any, description: str,
     if choices and value not in choices:
         raise ParameterError(f"parameter {name!r} must be one of {choices}, got {value!r}")
     return value
+
+
+def apply_at_runtime(node: Node, handlers: dict[str, Callable[[Any], Callable[[], None]]]) -> None:
+    """Apply ``ros2 param set`` through ``handlers``: each checks a new value and returns what
+    commits it, or raises ValueError with the reason to refuse it.  A request is applied whole or
+    not at all.  Register after every declaration (rclpy runs these callbacks on declaring too)."""
+    def on_set(params: list[Parameter]) -> SetParametersResult:
+        try:
+            commits = [handlers[p.name](p.value) for p in params if p.name in handlers]
+        except (ValueError, RuntimeError, OSError) as exc:
+            node.get_logger().warn(f"parameter change refused: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        for commit in commits:
+            commit()
+        if commits:
+            node.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in params if p.name in handlers))
+        return SetParametersResult(successful=True)
+    node.add_on_set_parameters_callback(on_set)
+
+
+def wait_acked(publishers, stop: threading.Event, timeout_s: float = 10.0) -> bool:
+    """Wait until every reliable subscriber has acknowledged what ``publishers`` sent, in 0.1 s
+    slices so a stop request is honoured at once; False on stop or after ``timeout_s``."""
+    from rclpy.duration import Duration
+    slices = max(1, int(timeout_s / 0.1))
+    for _ in range(slices):
+        if stop.is_set():
+            return False
+        if all(pub.wait_for_all_acked(Duration(seconds=0.1)) for pub in publishers):
+            return True
+    return False
 
 
 def qos(reliability: str, depth: int) -> QoSProfile:
@@ -95,24 +134,48 @@ def make_executor() -> Executor:
     return SingleThreadedExecutor()
 
 
-def spin_until(executor: Executor, stop: threading.Event | None = None) -> None:
-    """Run callbacks until shutdown or ``stop``; ``spin_once`` in a loop so ``stop`` is seen within 0.1 s."""
-    while rclpy.ok() and not (stop is not None and stop.is_set()):
+def spin_until(executor: Executor, stop: threading.Event | None = None, node: Node | None = None) -> None:
+    """Run callbacks until shutdown, ``stop``, or ``node`` setting ``exit_code`` (its job is done);
+    ``spin_once`` in a loop so either is seen within 0.1 s."""
+    while rclpy.ok() and not (stop is not None and stop.is_set()) \
+            and getattr(node, "exit_code", None) is None:
         executor.spin_once(timeout_sec=0.1)
 
 
+def report_unknown_overrides(node: Node) -> list[str]:
+    """Log every parameter override that names no declared parameter, with the closest name.
+
+    rclpy keeps overrides for undeclared names without a word, so a misspelt ``-p treshold:=0.7``
+    would otherwise run with the default.  (rclpy exposes the overrides only as this attribute.)"""
+    declared = [name for name in node._parameters]
+    unknown = sorted(set(node._parameter_overrides) - set(declared))
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; declared: {', '.join(sorted(declared))}"
+        node.get_logger().error(f"parameter override {name!r} matches no parameter of this node{hint}")
+    return unknown
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Spin one node until Ctrl-C; a bad start-up parameter or file is one clear line and exit 2."""
-    rclpy.init(args=args)
+    """Spin one node until SIGINT/SIGTERM or until it sets ``exit_code``.
+
+    Exit status: the node's ``exit_code`` (0 when stopped by a signal), 2 for a bad start-up
+    parameter or file (one clear line).  Signals only request a stop (see :mod:`..stop`): the
+    node's threads end in ``destroy_node`` before the context is shut down."""
+    stop = stop_signals.install()
+    if stop.is_set():
+        return 0
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = factory()
-        # Everything alive now (torch, rclpy, the model) lives as long as the node.  Frozen, a full
+        report_unknown_overrides(node)
+        # Everything alive now (rclpy, the model) lives as long as the node.  Frozen, a full
         # collection no longer walks it: unfrozen, one took 84 ms in the segmenter, 19 lines at 225 Hz.
         gc.freeze()
         executor = make_executor()
         executor.add_node(node)
-        spin_until(executor)
+        spin_until(executor, stop, node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except (ParameterError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -121,9 +184,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+        rclpy.try_shutdown()
+    return getattr(node, "exit_code", None) or 0
 
 
 class NodeThreads:

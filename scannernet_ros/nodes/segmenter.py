@@ -1,101 +1,254 @@
 """segmenter: steps ScannerNet once per scanline and publishes the mask line at once.
 
+A managed (lifecycle) node.  With ``autostart`` (the default) it configures and activates itself;
+otherwise it waits for ``ros2 lifecycle set``: configure loads and checks the weights, activate
+starts answering lines, deactivate stops answering them (counted as ``lines not answered
+(inactive)``), cleanup frees the model.
+
 Subscribes ``scanline`` (sensor_msgs/Image, height 1).  Publishes ``mask_line`` (mono8, 0/255)
 with the input header unchanged, and ``probability_line`` (32FC1) and ``overlay_line`` (rgb8)
 only while someone listens.  Service ``~/reset`` (std_srvs/Trigger).  Status on /diagnostics.
+
+Applied at runtime (``ros2 param set``): ``threshold`` (from the next line), ``line_rate_hz``,
+``reset_gap_lines``, ``num_threads`` and ``model`` (the new weights are loaded and checked first;
+a model that does not load is refused and the old one keeps running).  The rest are read-only.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile
+from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from ..codec import ImageFormatError
-from ..diagnostics import SegmenterReporter
-from ..models import resolve_device
+from ..diagnostics import ERROR, WARN, Report, SegmenterReporter
+from ..models import REGISTRY, resolve_device
 from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
 from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
-from .ros_common import ParameterError, declare, diagnostic_array, line_image, qos, run_node, to_ns
+from ..weights import WeightsError
+from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, line_image, qos,
+                         run_node, to_ns)
 
 STATUS_NAME = "scannernet_ros: segmenter"
 
 
-class Segmenter(Node):
+def load_segmenter(model: str, device: torch.device, line_rate_hz: float, reset_gap_lines: int) -> LineSegmenter:
+    """A LineSegmenter for ``model``, or a ParameterError that names the parameter and the choices."""
+    try:
+        return LineSegmenter.from_file(model, device, line_rate_hz=line_rate_hz, reset_gap_lines=reset_gap_lines)
+    except (WeightsError, ValueError) as exc:
+        shipped = ", ".join(REGISTRY)
+        raise ParameterError(f"parameter 'model' = {model!r}: {exc} (shipped models: {shipped}; "
+                             "or give a path to a .safetensors file)") from None
+
+
+class Segmenter(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("segmenter", **kwargs)
-        model = declare(self, "model", "scannernet_small", "registry name (shipped weights) or path to a .safetensors file")
+        self.model_name = declare(self, "model", "scannernet_small",
+                                  "registry name (shipped weights) or path to a .safetensors file", runtime=True)
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
-        self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud", (0.0, 1.0))
-        num_threads = declare(self, "num_threads", 1, "CPU threads for the model (0 = PyTorch default)", (0, 256))
-        line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
-                            "nominal sensor line rate: turns stamp gaps into missing lines", (1e-3, 1e6))
-        reset_gap = declare(self, "reset_gap_lines", 10,
-                            "reset the recurrent state after a stamp gap of more lines (0 = never)", (0, 1 << 30))
-        reliability = declare(self, "qos_reliability", "reliable", "scanline QoS: reliable or best_effort",
-                              choices=("reliable", "best_effort"))
-        depth = declare(self, "qos_depth", 2000, "scanline queue depth (0 = keep all)", (0, 1 << 20))
-        diag_period = declare(self, "diagnostics_period_s", 1.0, "seconds between /diagnostics reports", (0.05, 3600.0))
-
+        self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud",
+                                 (0.0, 1.0), runtime=True)
+        num_threads = declare(self, "num_threads", 1, "CPU threads for the model (0 = PyTorch default)",
+                              (0, 256), runtime=True)
+        self.line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
+                                 "nominal sensor line rate: turns stamp gaps into missing lines", (1e-3, 1e6), runtime=True)
+        self.reset_gap = declare(self, "reset_gap_lines", 10,
+                                 "reset the recurrent state after a stamp gap of more lines (0 = never)",
+                                 (0, 1 << 30), runtime=True)
+        self.reliability = declare(self, "qos_reliability", "reliable", "scanline QoS: reliable or best_effort",
+                                   choices=("reliable", "best_effort"))
+        self.depth = declare(self, "qos_depth", 10000, "scanline queue depth in lines (0 = keep all)", (0, 1 << 20))
+        self.diag_period = declare(self, "diagnostics_period_s", 1.0, "seconds between /diagnostics reports",
+                                   (0.05, 3600.0))
+        autostart = declare(self, "autostart", True, "configure and activate at start-up")
         try:
-            resolved = resolve_device(device)
+            self.device = resolve_device(device)
         except ValueError as exc:
             raise ParameterError(f"parameter 'device': {exc}") from None
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
-        self.model_name = model
-        self.core = LineSegmenter.from_file(model, resolved, line_rate_hz=line_rate, reset_gap_lines=reset_gap)
-        self.device = str(resolved)
+        self._set_threads(num_threads)
+        self.core: LineSegmenter | None = None
+        self.active = False
+        self.inactive_lines = 0
+        self.configure_error: str | None = None
+        self._lock = threading.Lock()   # a model swap never lands in the middle of a line
         self.reporter = SegmenterReporter()
-        self.diag_period = diag_period
-
-        out_qos = qos("reliable", depth)
-        self.mask_pub = self.create_publisher(Image, "mask_line", out_qos)
-        self.prob_pub = self.create_publisher(Image, "probability_line", out_qos)
-        self.overlay_pub = self.create_publisher(Image, "overlay_line", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "scanline", self.on_scanline, qos(reliability, depth))
-        self.create_service(Trigger, "~/reset", self.on_reset)
-        self.create_timer(diag_period, self.on_diagnostics)
-        self.get_logger().info(f"segmenting with {model} on {self.device} "
+        self.create_timer(self.diag_period, self.on_diagnostics)
+        self._entities: list = []
+        apply_at_runtime(self, {
+            "threshold": lambda v: lambda: setattr(self, "threshold", v),
+            "num_threads": lambda v: lambda: self._set_threads(v),
+            "line_rate_hz": self._change_line_rate,
+            "reset_gap_lines": self._change_reset_gap,
+            "model": self._change_model,
+        })
+        if autostart:
+            self.trigger_configure()
+            if self.core is None:
+                raise ParameterError(self.configure_error)
+            self.trigger_activate()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.core = load_segmenter(self.model_name, self.device, self.line_rate, self.reset_gap)
+        except ParameterError as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(self.configure_error)
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = None
+        out_qos = qos("reliable", self.depth)
+        self.mask_pub = self.create_lifecycle_publisher(Image, "mask_line", out_qos)
+        self.prob_pub = self.create_lifecycle_publisher(Image, "probability_line", out_qos)
+        self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay_line", out_qos)
+        events = SubscriptionEventCallbacks(message_lost=self.on_message_lost)
+        self._entities = [
+            self.create_subscription(Image, "scanline", self.on_scanline, self.scanline_qos(), event_callbacks=events),
+            # every request queued and answered, however many arrive at once
+            self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0)),
+        ]
+        self.get_logger().info(f"configured: {self.model_name} on {self.device} "
                                f"({self.core.info.architecture}, bands {','.join(self.core.bands)})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self.get_logger().info("active: answering scanlines")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self.get_logger().info("inactive: scanlines are counted, not answered")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        for entity in self._entities:
+            if hasattr(entity, "srv_type"):
+                self.destroy_service(entity)
+            else:
+                self.destroy_subscription(entity)
+        for pub in ("mask_pub", "prob_pub", "overlay_pub"):
+            if hasattr(self, pub):
+                self.destroy_lifecycle_publisher(getattr(self, pub))
+                delattr(self, pub)
+        self._entities = []
+        self.core = None
+
+    def scanline_qos(self) -> QoSProfile:
+        return qos(self.reliability, self.depth)
+
+    # -- runtime parameters ---------------------------------------------------------------
+
+    def _set_threads(self, n: int) -> None:
+        if n > 0:
+            torch.set_num_threads(n)
+
+    def _change_line_rate(self, hz: float):
+        def commit() -> None:
+            self.line_rate = hz
+            if self.core is not None:
+                self.core.line_period_ns = int(1e9 / hz)
+        return commit
+
+    def _change_reset_gap(self, lines: int):
+        def commit() -> None:
+            self.reset_gap = lines
+            if self.core is not None:
+                self.core.reset_gap_lines = lines
+        return commit
+
+    def _change_model(self, model: str):
+        """Load and check the new weights now; swap them in only when the change is accepted."""
+        new = None
+        if self.core is not None:
+            try:
+                new = load_segmenter(model, self.device, self.line_rate, self.reset_gap)
+            except ParameterError as exc:
+                raise ValueError(str(exc)) from None
+
+        def commit() -> None:
+            self.model_name = model
+            if new is not None:
+                with self._lock:
+                    new.counters = self.core.counters   # one account of lines across models
+                    new.counters.resets["model_change"] += 1
+                    self.core = new
+        return commit
+
+    # -- lines ----------------------------------------------------------------------------
 
     def on_scanline(self, msg: Image, info: dict) -> None:
         received_ns = self.get_clock().now().nanoseconds
         arrived_ns = info.get("received_timestamp", 0)
         if arrived_ns:
             self.reporter.queue_ms.add((time.time_ns() - arrived_ns) / 1e6)
-        stamp_ns = to_ns(msg.header.stamp)
-        try:
-            line = self.core.decode(msg, stamp_ns)
-            prob = self.core.process(line, stamp_ns)
-        except ImageFormatError as err:  # already counted by the core under its reason
-            self.get_logger().error(f"rejected scanline: {err}", throttle_duration_sec=1.0)
+        if not self.active:
+            self.inactive_lines += 1
             return
+        stamp_ns = to_ns(msg.header.stamp)
+        with self._lock:
+            core, threshold = self.core, self.threshold
+            try:
+                line = core.decode(msg, stamp_ns)
+                prob = core.process(line, stamp_ns)
+            except ImageFormatError as err:  # already counted by the core under its reason
+                self.get_logger().error(f"rejected scanline: {err}", throttle_duration_sec=1.0)
+                return
         self.reporter.e2e_ms.add((received_ns - stamp_ns) / 1e6)
-        cloud = prob >= self.threshold
+        cloud = prob >= threshold
         self.mask_pub.publish(line_image(msg.header, cloud.astype(np.uint8) * 255, "mono8"))
         if self.prob_pub.get_subscription_count():
             self.prob_pub.publish(line_image(msg.header, prob, "32FC1"))
         if self.overlay_pub.get_subscription_count():
-            rgb = display_rgb(to_reflectance(line.select(("red", "green", "blue")), line.kind,
-                                             self.core.info.input))
+            rgb = display_rgb(to_reflectance(line.select(("red", "green", "blue")), line.kind, core.info.input))
             self.overlay_pub.publish(line_image(msg.header, overlay(rgb, cloud).T, "rgb8"))
 
+    def on_message_lost(self, event) -> None:
+        """Lines the middleware reports lost before they reached this node (best effort, overruns)."""
+        self.reporter.lost = event.total_count
+
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.core.reset("request")
+        with self._lock:
+            if self.core is None:
+                response.success, response.message = False, "not configured: no state to clear"
+                return response
+            self.core.reset("request")
         response.success = True
         response.message = "recurrent state cleared; the next line starts from zeros"
         return response
 
     def on_diagnostics(self) -> None:
-        report = self.reporter.report(self.core, self.diag_period, self.model_name, self.device)
+        if self.core is None:
+            report = Report(ERROR if self.configure_error else WARN,
+                            self.configure_error or "unconfigured: no model loaded",
+                            {"model": self.model_name, "lines not answered (inactive)": str(self.inactive_lines)})
+        else:
+            report = self.reporter.report(self.core, self.diag_period, self.model_name, str(self.device))
+            report.values["lines not answered (inactive)"] = str(self.inactive_lines)
+            report.values["threshold"] = f"{self.threshold:g}"
+            if not self.active:
+                report.level, report.message = max(report.level, WARN), "inactive: lines are not answered"
         self.diag_pub.publish(diagnostic_array(self, STATUS_NAME, report))
 
 
