@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import encode_rows, truth_from_mono8, truth_mono8
+from .camera import LANDSAT8_LINE_RATE_HZ, encode_rows, truth_from_mono8, truth_mono8
 from .codec import ImageFormatError, decode_line, encode_line
 from .normalise import InputSpec, to_reflectance
 from .scenes import BANDS, NO_DATA, ArrayScene, Scene
-from .streaming import LANDSAT8_LINE_RATE_HZ
 
 SCANLINE = "/pushbroom/scanline"
 GT_LINE = "/pushbroom/gt_line"

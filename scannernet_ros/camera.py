@@ -14,6 +14,8 @@ from .codec import bands_of, kind_of
 from .normalise import InputSpec, from_reflectance
 from .scenes import BANDS, NO_DATA, Scene
 
+LANDSAT8_LINE_RATE_HZ = 225.0  # about 4.4 ms per 30 m line of the OLI push-broom sensor
+
 # Rows synthesised or read per call.  A paced camera reads a block in the slack between two lines,
 # so a block must take less than one line period (4.4 ms): 64 synthetic rows at 384 px took 7 ms
 # here and made every 64th line late; 16 take under 3 ms.  Unpaced, nothing is late and larger

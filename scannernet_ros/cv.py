@@ -22,7 +22,7 @@ import numpy as np
 from .datasets import Sample, load_all
 from .metrics import Breakdown, Evaluation
 from .train import TrainConfig, train
-from .weights import atomic_write
+from .atomic import atomic_write
 
 REPORTED = ("iou", "f1", "precision", "recall")
 

@@ -22,7 +22,8 @@ from .normalise import Normaliser
 from .render import display_rgb, mask_rgb, save_panels
 from .scenes import BANDS
 from .streaming import LineSegmenter
-from .weights import atomic_write, load_model, resolve_model_path
+from .atomic import atomic_write
+from .weights import load_model, resolve_model_path
 
 
 class Predictor:

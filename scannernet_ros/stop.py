@@ -8,11 +8,13 @@ only then is the context shut down, so the process ends with exit 0 and no trace
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 STOP = threading.Event()
 _installed = False
+_starting = True   # before the node's ROS context exists there is nothing to clean up
 
 
 def install() -> threading.Event:
@@ -25,5 +27,13 @@ def install() -> threading.Event:
     return STOP
 
 
+def running() -> None:
+    """From here on a signal is a stop request the spin loop honours (the context exists)."""
+    global _starting
+    _starting = False
+
+
 def _request_stop(signum, frame) -> None:
+    if _starting:
+        os._exit(0)   # still importing or parsing: no context, no threads, nothing to tear down
     STOP.set()

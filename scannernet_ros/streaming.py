@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate, re-exported
 from .codec import ImageFormatError, Line, check_values, decode_line
 from .normalise import Normaliser
 from .stats import Window
 from .stepper import check_kind, make_stepper
 from .weights import ModelInfo, load_model, resolve_model_path
 
-LANDSAT8_LINE_RATE_HZ = 225.0
 # A stamp jump longer than this many line periods is a new acquisition (or a broken clock), not
 # lines lost on the way: it resets the state under its own reason and is not counted as dropped.
 MAX_GAP_LINES = 1000

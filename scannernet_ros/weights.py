@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_write  # noqa: F401 - re-exported for the training loop
 from .models import REGISTRY, build_model
 from .normalise import InputSpec
 
@@ -95,23 +95,6 @@ def check_config(architecture: str, config: dict) -> None:
 
 def build_from_info(info: ModelInfo) -> nn.Module:
     return build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename.
-
-    A full disk or a crash mid-write leaves the previous file intact instead of a torn one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes private files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(path: os.PathLike | str, model: nn.Module, info: ModelInfo) -> None:

@@ -24,6 +24,8 @@ def _bad_cases():
     short.data = bytes(short.data)[:-3]
     nan = np.full((3, W), 0.2, np.float32)
     nan[1, 7] = np.nan
+    absurd = np.full((3, W), 0.2, np.float32)
+    absurd[0, 3] = 3e38   # finite, so only the range check can catch it
     unknown = image(0, np.zeros((3, W), np.uint8), "rgb8")
     unknown.encoding = "yuv422"
     return [
@@ -32,6 +34,7 @@ def _bad_cases():
         ("data_length", short),
         ("band_count", image(0, np.zeros((1, W), np.uint8), "mono8")),
         ("non_finite", image(0, nan, "32FC3")),
+        ("out_of_range", image(0, absurd, "32FC3")),
         ("step", image(0, np.zeros((4, W), np.uint16), "16UC4", step=ok.step - 2)),
     ]
 

@@ -19,7 +19,7 @@ from std_msgs.msg import Empty, Header
 from ..codec import ImageFormatError, decode_line
 from ..diagnostics import ERROR, OK, Report
 from ..replay_eval import StampPairing
-from ..weights import atomic_write
+from ..atomic import atomic_write
 from .bag_player import LATCHED, MARKERS
 from .ros_common import declare, diagnostic_array, qos, run_node, to_ns
 

@@ -14,12 +14,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..camera import BLOCK, UNPACED_BLOCK, scan, truth_mono8
+from ..camera import BLOCK, LANDSAT8_LINE_RATE_HZ, UNPACED_BLOCK, scan, truth_mono8
 from ..codec import INPUT_ENCODINGS
 from ..diagnostics import OK, WARN, Report
 from ..pacing import run_paced, wait_for
 from ..scenes import open_scene
-from ..streaming import LANDSAT8_LINE_RATE_HZ
 from .ros_common import (ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node,
                          wait_acked)
 

@@ -165,7 +165,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     stop = stop_signals.install()
     if stop.is_set():
         return 0
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # noqa: BLE001 - rcl reports malformed --ros-args as RCLError
+        print(f"[ERROR] cannot start: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    stop_signals.running()
     node = None
     try:
         node = factory()

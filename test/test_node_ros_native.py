@@ -1,0 +1,251 @@
+"""The nodes as ROS tools use them, over real rclpy and real processes: parameter services,
+lifecycle services, signals to the process, and the evaluator's exit code."""
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from ros_helpers import executable, image, start, stop, wait_until
+from scannernet_ros.nodes.ros_common import qos
+
+PERIOD = 4_444_444
+W = 48
+
+
+def _line(i: int):
+    rng = np.random.default_rng(i)
+    return image(1_000_000_000 + i * PERIOD, rng.integers(5000, 40000, (4, W), dtype=np.uint16), "16UC4")
+
+
+def _set(node, service: str, **values):
+    """Set parameters through the node's real SetParameters service; the results."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = node.create_client(SetParameters, service)
+    assert client.wait_for_service(20), f"{service} not available"
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    response = client.call(request, timeout_sec=20)
+    node.destroy_client(client)
+    assert response is not None, f"{service}: no answer"
+    return response.results
+
+
+def test_parameters_apply_at_runtime_or_are_refused(ros, random_weights):
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from scannernet_ros.nodes.recorder import Recorder
+    from scannernet_ros.nodes.ros_common import NodeThreads
+
+    ns = "params"
+    seg = start("segmenter", ns, model=random_weights)
+    recorder = Recorder(namespace=ns, gt_topic=None)
+    sender = rclpy.create_node("param_sender", namespace=ns)
+    pub = sender.create_publisher(Image, "scanline", qos("reliable", 0))
+    sent = 0
+
+    def answer(count: int = 3) -> list[np.ndarray]:
+        nonlocal sent
+        first = sent
+        for _ in range(count):
+            pub.publish(_line(sent))
+            sent += 1
+        assert recorder.wait_for(sent, 20), f"{len(recorder.stamps)} of {sent} lines answered"
+        return [recorder.masks[1_000_000_000 + i * PERIOD] for i in range(first, sent)]
+
+    try:
+        with NodeThreads([recorder, sender]):
+            assert wait_until(lambda: recorder.connected() and pub.get_subscription_count() >= 1, 30), stop(seg)
+            answer()
+            [ok] = _set(sender, "segmenter/set_parameters", threshold=0.0)
+            assert ok.successful, ok.reason
+            assert all((m == 255).all() for m in answer()), "threshold 0.0 must make every pixel cloud"
+            [ok] = _set(sender, "segmenter/set_parameters", threshold=1.0)
+            assert ok.successful and all((m < 255).any() for m in answer())
+
+            [refused] = _set(sender, "segmenter/set_parameters", model="/nonexistent/weights.safetensors")
+            assert not refused.successful
+            assert "model" in refused.reason and "scannernet_small" in refused.reason, refused.reason
+            assert len(answer()) == 3, "the old model must keep answering"
+
+            [read_only] = _set(sender, "segmenter/set_parameters", device="cuda")
+            assert not read_only.successful and "read-only" in read_only.reason.lower(), read_only.reason
+            [out_of_range] = _set(sender, "segmenter/set_parameters", threshold=1.5)
+            assert not out_of_range.successful
+
+            results = _set(sender, "segmenter/set_parameters", model="scannernet_small", threshold=0.0)
+            assert all(r.successful for r in results), [r.reason for r in results]
+            assert all((m == 255).all() for m in answer())
+    finally:
+        logs = stop(seg)
+    assert seg.returncode == 0, logs
+    assert "Traceback" not in logs, logs
+
+
+def test_misspelt_override_is_reported_with_the_closest_name(random_weights):
+    proc = start("segmenter", "typo", model=random_weights, treshold=0.7)
+    try:
+        assert wait_until(lambda: proc.poll() is None and time.sleep(0.5) is None, 5)
+        time.sleep(3)
+    finally:
+        out = stop(proc)
+    assert "'treshold'" in out and "did you mean 'threshold'" in out, out
+    assert proc.returncode == 0
+
+
+def test_lifecycle_transitions_through_the_services(ros, random_weights):
+    import rclpy
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from sensor_msgs.msg import Image
+
+    from scannernet_ros.nodes.recorder import Recorder
+    from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.nodes.segmenter import STATUS_NAME
+
+    ns = "managed"
+    seg = start("segmenter", ns, model=random_weights, autostart=False, diagnostics_period_s=0.2)
+    recorder = Recorder(namespace=ns, gt_topic=None)
+    client = rclpy.create_node("lifecycle_client", namespace=ns)
+    pub = client.create_publisher(Image, "scanline", qos("reliable", 0))
+    change = client.create_client(ChangeState, "segmenter/change_state")
+    get = client.create_client(GetState, "segmenter/get_state")
+
+    def state() -> int:
+        return get.call(GetState.Request(), timeout_sec=10).current_state.id
+
+    def transition(tid: int) -> bool:
+        return change.call(ChangeState.Request(transition=Transition(id=tid)), timeout_sec=30).success
+
+    try:
+        with NodeThreads([recorder, client]):
+            assert change.wait_for_service(30) and get.wait_for_service(30), stop(seg)
+            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
+            assert wait_until(lambda: pub.get_subscription_count() >= 1, 20)
+            for i in range(5):  # inactive: counted, not answered
+                pub.publish(_line(i))
+            assert wait_until(lambda: recorder.status_values(STATUS_NAME).get("lines not answered (inactive)") == "5", 10)
+            assert recorder.stamps == []
+            assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
+            assert wait_until(lambda: recorder.connected(), 20)
+            for i in range(5, 10):
+                pub.publish(_line(i))
+            assert recorder.wait_for(5, 20), "an active segmenter answers every line"
+            assert transition(Transition.TRANSITION_DEACTIVATE) and state() == State.PRIMARY_STATE_INACTIVE
+            assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
+    finally:
+        logs = stop(seg)
+    assert seg.returncode == 0 and "Traceback" not in logs, logs
+
+
+def test_autostart_with_a_bad_model_exits_2_naming_parameter_and_choices():
+    proc = start("segmenter", "badmodel", model="nonexistent")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "parameter 'model'" in out and "scannernet_small" in out and "Traceback" not in out, out
+
+
+NODES = {
+    "segmenter": {},
+    "pushbroom_camera": {"length": 100000, "width": 384},
+    "waterfall": {},
+    "evaluator": {"report_path": "/tmp/scannernet_sigint_report.json"},
+}
+
+
+def _interrupt(name: str, ns: str, delay: float, sig: int, **params) -> tuple[int, str, float]:
+    proc = start(name, ns, **params)
+    time.sleep(delay)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        return -999, out, 10.0
+    return proc.returncode, out, time.monotonic() - sent
+
+
+@pytest.mark.parametrize("name", sorted(NODES))
+def test_sigint_or_sigterm_at_random_moments_exit_0_without_traceback(name, random_weights, tmp_path):
+    """During start-up and while running (the camera publishing as fast as it can read)."""
+    params = dict(NODES[name])
+    if name == "segmenter":
+        params["model"] = random_weights
+    rng = random.Random(name)
+    for k in range(10):
+        sig = signal.SIGINT if k % 2 == 0 else signal.SIGTERM
+        rc, out, took = _interrupt(name, f"sig_{name}_{k}", rng.uniform(0.05, 2.5), sig, **params)
+        assert rc == 0, f"{name}: exit {rc} after {signal.Signals(sig).name}\n{out}"
+        assert "Traceback" not in out and "Fatal Python error" not in out and "terminate called" not in out, out
+        assert took < 2.0, f"{name} took {took:.2f} s to stop"
+
+
+def test_three_nodes_interrupted_together_while_lines_flow(random_weights):
+    ns = "together"
+    procs = [start("segmenter", ns, model=random_weights), start("waterfall", ns),
+             start("pushbroom_camera", ns, length=100000, width=384, wait_for_subscribers=1)]
+    time.sleep(4.0)
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        out, _ = p.communicate(timeout=10)
+        assert p.returncode == 0 and "Traceback" not in out and "Fatal" not in out, out
+
+
+def test_bag_player_exits_cleanly_on_sigint(tmp_path):
+    from scannernet_ros.convert import convert
+    convert("synthetic:1:64", str(tmp_path / "bags"))
+    rc, out, took = _interrupt("bag_player", "sig_bag", 1.5, signal.SIGINT, bag=str(tmp_path / "bags"))
+    assert rc == 0 and "Traceback" not in out and took < 2.0, out
+
+
+def _write_string_bag(path):
+    """A bag whose scanline topic carries std_msgs/String: foreign data on a known topic."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from scannernet_ros.bags import SCANLINE
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    String = ts.types["std_msgs/msg/String"]
+    with Writer(path, version=9) as writer:
+        conn = writer.add_connection(SCANLINE, "std_msgs/msg/String", typestore=ts)
+        for i in range(5):
+            writer.write(conn, 1_000 + i, ts.serialize_cdr(String(data="not an image"), "std_msgs/msg/String"))
+
+
+def _replay(tmp_path, random_weights, bags) -> tuple[int, dict, str]:
+    import json
+    report = tmp_path / "report.json"
+    ns = f"replay_{abs(hash(str(tmp_path))) % 10**8}"
+    seg = start("segmenter", ns, model=random_weights)
+    ev = start("evaluator", ns, report_path=report, settle_s=0.5)
+    player = start("bag_player", ns, bag=bags, rate=0.0, wait_for_subscribers=2)
+    try:
+        out, _ = ev.communicate(timeout=90)
+    finally:
+        logs = stop(player) + stop(seg)
+    assert report.is_file(), f"no report (exit {ev.returncode}):\n{out}\n{logs}"
+    return ev.returncode, json.loads(report.read_text()), out + logs
+
+
+def test_evaluator_exit_code_tells_pass_and_fail(tmp_path, random_weights):
+    from scannernet_ros.convert import convert
+    bags = tmp_path / "bags"
+    convert("synthetic:2:32", str(bags))
+    rc, report, logs = _replay(tmp_path, random_weights, bags)
+    assert rc == 0 and report["status"] == "ok" and report["lines_paired"] == 64, logs
+
+    _write_string_bag(bags / "zz_foreign")
+    rc, report, logs = _replay(tmp_path, random_weights, bags)
+    assert rc == 1 and report["status"] == "FAIL", logs
+    assert any("zz_foreign" in r and "std_msgs/msg/String" in r for r in report["reasons"]), report["reasons"]
+    assert report["lines_paired"] == 64, "the good bags still play"
