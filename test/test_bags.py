@@ -71,3 +71,56 @@ def test_38cloud_patch_to_bag_keeps_digital_numbers(tmp_path):
     write_scene_bag(tmp_path / "p", open_scene(str(patch)))
     first = next(m for m in read_bag(tmp_path / "p") if m.topic == SCANLINE)
     np.testing.assert_array_equal(decode_line(first.msg).samples[0], tifffile.imread(patch)[0])
+
+
+def test_foreign_type_on_a_known_topic_is_one_error_naming_bag_and_topic(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from scannernet_ros.bags import SCANLINE, BagError, read_bag
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    with Writer(tmp_path / "foreign", version=9) as writer:
+        conn = writer.add_connection(SCANLINE, "std_msgs/msg/String", typestore=ts)
+        writer.write(conn, 1, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    with pytest.raises(BagError, match=f"foreign: topic {SCANLINE} has type std_msgs/msg/String"):
+        list(read_bag(tmp_path / "foreign"))
+    from scannernet_ros.cli import main
+    assert main(["evaluate", "--models", "scannernet_small", "--data", str(tmp_path / "foreign"),
+                 "--out", str(tmp_path / "ev")]) == 2
+
+
+def test_partial_staging_is_never_data_and_convert_cleans_it_on_request(tmp_path, capsys):
+    from scannernet_ros.bags import BagError, find_bags
+    from scannernet_ros.cli import main
+    from scannernet_ros.convert import convert
+    out = tmp_path / "bags"
+    convert("synthetic:1:32", str(out))
+    bag = next(out.iterdir())
+    torn = out / f".{bag.name}.partial"
+    bag.rename(torn)                     # what a kill -9 mid-write leaves
+    assert find_bags(out) == []
+    with pytest.raises(BagError, match="interrupted conversion"):
+        find_bags(torn)
+    assert main(["evaluate", "--data", str(torn), "--out", str(tmp_path / "ev")]) == 2
+    assert main(["convert", "synthetic:1:32", str(out)]) == 2
+    assert "--clean-partial" in capsys.readouterr().err
+    assert main(["convert", "synthetic:1:32", str(out), "--clean-partial"]) == 0
+    assert [p.name for p in out.iterdir()] == [bag.name]
+
+
+def test_short_or_empty_replay_fails_with_its_reason():
+    import numpy as np
+
+    from scannernet_ros.replay_eval import StampPairing
+    empty = StampPairing().report(expected_lines=0)
+    assert empty["status"] == "FAIL" and "no line was scored" in empty["reasons"]
+    pairing = StampPairing(max_pending=3)
+    row = np.full(4, 255, np.uint8)
+    for stamp in range(2):
+        pairing.add_mask(stamp, row)
+        pairing.add_truth(stamp, row)
+    short = pairing.report(expected_lines=4)
+    assert short["status"] == "FAIL" and "scored 2 of the 4 lines replayed" in short["reasons"]
+    for stamp in range(10, 20):          # truth that never pairs: bounded, and counted as lost
+        pairing.add_truth(stamp, row)
+    assert len(pairing.truth) == 3 and pairing.report()["lost_masks"] == 10
