@@ -28,7 +28,7 @@ def image(stamp_ns: int, samples: np.ndarray, encoding: str, frame_id: str = "te
 def executable(name: str) -> str:
     """The installed console script, as `ros2 run` would start it."""
     found = installed(name)
-    assert shutil.which(found), f"console script {name!r} is not installed (pip install -e .)"
+    assert shutil.which(found), f"console script {name!r} is not installed (pip install -e ., or colcon build)"
     return found
 
 

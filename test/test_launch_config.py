@@ -92,3 +92,23 @@ def test_config_loads_into_the_real_nodes(config_name, random_weights, tmp_path)
                 node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def _shutdown_targets(path) -> set[str]:
+    """Variable names of the Node actions whose exit shuts the launch down."""
+    tree = ast.parse(path.read_text())
+    return {ast.unparse(n.args[0]) for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "shutdown_when_exits"}
+
+
+def test_launch_files_end_when_their_job_ends():
+    assert _shutdown_targets(REPO / "launch" / "pipeline.launch.py") == {"segmenter", "camera"}
+    assert _shutdown_targets(REPO / "launch" / "replay_eval.launch.py") == {"evaluator", "segmenter"}
+    for path in LAUNCH_FILES:
+        text = path.read_text()
+        assert "OnProcessExit(target_action=node" in text and "Shutdown(reason=why)" in text
+
+
+def test_line_rate_feeds_camera_and_segmenter():
+    text = (REPO / "launch" / "pipeline.launch.py").read_text()
+    assert text.count('"line_rate_hz": line_rate') == 2 and '"stamp_rate_hz": line_rate' in text

@@ -28,9 +28,20 @@ SEGMENTER_REPORT_S = 0.5  # the segmenter's diagnostics period in the runs: its 
 
 
 def executable(name: str) -> str:
-    """The installed console script, as ``ros2 run`` would start it: beside this Python, else on PATH."""
+    """The installed console script, as ``ros2 run`` would start it: beside this Python (a venv),
+    in the package's ``lib/scannernet_ros`` (a colcon install, found through the ament index), else
+    on PATH."""
     here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
+    if here.exists():
+        return str(here)
+    try:
+        from ament_index_python.packages import get_package_prefix
+        installed = Path(get_package_prefix("scannernet_ros")) / "lib" / "scannernet_ros" / name
+        if installed.exists():
+            return str(installed)
+    except Exception:  # noqa: BLE001 - no ament index outside a ROS workspace
+        pass
+    return shutil.which(name) or name
 
 
 def _start(name: str, ns: str, **params) -> subprocess.Popen:

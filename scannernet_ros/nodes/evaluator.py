@@ -7,6 +7,7 @@ came are lost masks: the report's status is FAIL and the diagnostics level ERROR
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +32,8 @@ class Evaluator(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("evaluator", **kwargs)
         self.report_path = Path(declare(self, "report_path", "out/replay_evaluation.json", "where the JSON report is written"))
-        self.settle_s = declare(self, "settle_s", 2.0, "seconds to wait for the last masks after replay_done", (0.0, 3600.0))
+        self.settle_s = declare(self, "settle_s", 2.0, "after replay_done, report once no line has come for this long "
+                                "(or at once when every replayed line is scored)", (0.0, 3600.0))
         self.exit_after_report = declare(self, "exit_after_report", True,
                                          "end the process once the report is written: exit 0 ok, 1 FAIL")
         self.exit_code: int | None = None   # set when done: run_node ends the process with it
@@ -50,6 +52,7 @@ class Evaluator(Node):
         self.create_subscription(Empty, "replay_done", self.on_done, LATCHED)
         self.create_timer(1.0, self.on_diagnostics)
         self._finish_timer = None
+        self._last_line = time.monotonic()   # when a mask or truth line last arrived
 
     def connect_truth(self) -> None:
         if self.mask_sub.get_publisher_count() >= 1:
@@ -57,11 +60,13 @@ class Evaluator(Node):
             self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
 
     def on_mask(self, msg: Image) -> None:
+        self._last_line = time.monotonic()
         row = self.decode(msg, "mask_line")
         if row is not None:
             self.pairing.add_mask(to_ns(msg.header.stamp), row)
 
     def on_truth(self, msg: Image) -> None:
+        self._last_line = time.monotonic()
         row = self.decode(msg, "gt_line")
         if row is not None:
             self.pairing.add_truth(to_ns(msg.header.stamp), row)
@@ -86,7 +91,16 @@ class Evaluator(Node):
 
     def on_done(self, msg: Empty) -> None:
         if self._finish_timer is None:
-            self._finish_timer = self.create_timer(max(self.settle_s, 1e-3), self.finish)
+            self._finish_timer = self.create_timer(0.05, self.maybe_finish)
+
+    def maybe_finish(self) -> None:
+        """Report once every replayed line is scored, or once no line has come for ``settle_s``
+        (a busy machine delays the last masks; a fixed wait would call them lost)."""
+        replay = {kv.key: kv.value for kv in self.replay.values} if self.replay else {}
+        expected = int(replay.get("ground-truth lines", -1))
+        complete = expected >= 0 and self.pairing.paired >= expected and not self.pairing.masks
+        if complete or time.monotonic() - self._last_line > self.settle_s:
+            self.finish()
 
     def finish(self) -> None:
         self._finish_timer.cancel()
