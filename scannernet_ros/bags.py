@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .camera import LANDSAT8_LINE_RATE_HZ, encode_rows, truth_from_mono8, truth_mono8
-from .codec import ImageFormatError, decode_line, encode_line
+from .codec import ImageFormatError, check_width, decode_line, encode_line
 from .normalise import InputSpec, to_reflectance
 from .scenes import BANDS, NO_DATA, ArrayScene, Scene
 
@@ -65,6 +65,10 @@ def write_scene_bag(path: Path, scene: Scene, encoding: str = "16UC4", storage: 
     path = Path(path)
     if path.exists():
         raise BagError(f"{path}: already exists; refusing to overwrite")
+    try:
+        check_width(scene.width, f"scene {scene.name}")
+    except ValueError as exc:
+        raise BagError(f"{path}: {exc}") from None
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}.get(storage)
     if plugin is None:
         raise BagError(f"{path}: storage must be 'mcap' or 'sqlite3', got {storage!r}")
@@ -152,13 +156,21 @@ def read_bag_scene(path: Path, spec: InputSpec = InputSpec()) -> ArrayScene:
             line = decode_line(m.msg)
         except ImageFormatError as err:
             raise BagError(f"{path}: bad line at {m.timestamp} on {m.topic}: {err}") from None
+        stamp = stamp_ns(m.msg)
+        target = rows if m.topic == SCANLINE else truth
+        if stamp in target:  # two lines at one stamp cannot both be row `stamp` of the scene
+            raise BagError(f"{path}: two {m.topic} lines share the stamp {stamp} ns")
         if m.topic == SCANLINE:
             bands = BANDS if "nir" in line.bands else BANDS[:3]
-            rows[stamp_ns(m.msg)] = to_reflectance(line.select(bands), line.kind, spec)
+            target[stamp] = to_reflectance(line.select(bands), line.kind, spec)
         else:
-            truth[stamp_ns(m.msg)] = line.samples[0]
+            target[stamp] = line.samples[0]
     if not rows:
         raise BagError(f"{path}: no scanlines")
+    unpaired = set(truth) - set(rows)
+    if unpaired:
+        raise BagError(f"{path}: {len(unpaired)} {GT_LINE} lines have no scanline at their stamp "
+                       f"(first at {min(unpaired)} ns); ground truth must share the scanlines' stamps")
     stamps = sorted(rows)
     rho = np.stack([_rgbn(rows[s]) for s in stamps], axis=1)
     mask = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import bands_of, kind_of
+from .codec import bands_of, check_width, kind_of
 from .normalise import InputSpec, from_reflectance
 from .scenes import BANDS, NO_DATA, Scene
 
@@ -48,7 +48,14 @@ def encode_rows(reflectance: np.ndarray, encoding: str, spec: InputSpec = InputS
 
 
 def scan(scene: Scene, encoding: str, loop: bool = False, block: int = BLOCK) -> Iterator[ScanLine]:
-    """Yield the scene's lines in order, forever when ``loop``, reading ``block`` rows at a time."""
+    """Yield the scene's lines in order, forever when ``loop``, reading ``block`` rows at a time.
+
+    A scene wider than the package's width limit is refused here, before the first line."""
+    check_width(scene.width, f"scene {scene.name}")
+    return _scan(scene, encoding, loop, block)
+
+
+def _scan(scene: Scene, encoding: str, loop: bool, block: int) -> Iterator[ScanLine]:
     index = 0
     while True:
         for start in range(0, scene.length, block):

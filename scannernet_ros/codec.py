@@ -71,6 +71,12 @@ class Line:
         return self.samples[index]
 
 
+def check_width(width: int, what: str = "line") -> None:
+    """The one width limit of the package (camera, convert, segmenter, evaluate): 1..MAX_WIDTH."""
+    if not 0 < width <= MAX_WIDTH:
+        raise ValueError(f"{what} is {width} px wide; widths must be 1 to {MAX_WIDTH} px")
+
+
 def check_values(samples: np.ndarray, kind: str) -> None:
     """Reject float samples outside :data:`REFLECTANCE_LIMITS` (NaN and Inf included); integer
     samples are in range by construction (any uint8 or uint16 maps to a physical reflectance)."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate, re-exported
-from .codec import ImageFormatError, Line, check_values, decode_line
+from .codec import ImageFormatError, Line, check_values, check_width, decode_line
 from .normalise import Normaliser
 from .stats import Window
 from .stepper import check_kind, make_stepper
@@ -156,6 +156,7 @@ class LineSegmenter:
 
     def segment_image(self, samples: np.ndarray, kind: str, first_stamp_ns: int = 0) -> np.ndarray:
         """Stream a whole ``(bands, rows, width)`` image line by line, as the node would see it."""
+        check_width(samples.shape[2], "image")
         out = np.empty(samples.shape[1:], np.float32)
         for r in range(samples.shape[1]):
             line = Line(samples[:, r], self.bands, kind)

@@ -217,28 +217,54 @@ def train_threshold(cfg: "TrainConfig", samples: list[Sample] | None = None, log
     return {"t": t, "train_pooled_iou": iou}
 
 
-def save_train_state(path: Path, optimiser: torch.optim.Optimizer, progress: dict) -> None:
-    """Adam's moments and the loop's position, so ``--resume`` continues where it stopped."""
+def save_train_state(path: Path, optimiser: torch.optim.Optimizer, progress: dict, net: nn.Module,
+                     averaged: nn.Module | None, info: ModelInfo) -> None:
+    """Everything ``--resume`` needs in one file, written in one atomic step: the weights, their
+    EMA, Adam's moments, the RNG and the loop's position.  A kill at any point leaves either the
+    previous checkpoint or this one, never weights of one epoch beside a state of another."""
     tensors = {"torch_rng": torch.get_rng_state()}
+    tensors.update({f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    if averaged is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in averaged.state_dict().items()})
     for i, state in optimiser.state_dict()["state"].items():
         for k, v in state.items():
             tensors[f"optim.{i}.{k}"] = v.detach().cpu().reshape(-1) if v.dim() == 0 else v.detach().cpu()
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"progress": json.dumps(progress)}))
+    meta = {"progress": json.dumps(progress), **info.to_metadata()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_train_state(path: Path, optimiser: torch.optim.Optimizer) -> dict:
-    from safetensors import safe_open
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        progress = json.loads(f.metadata()["progress"])
-    sd = optimiser.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, i, k = key.split(".", 2)
-            sd["state"].setdefault(int(i), {})[k] = value.reshape(()) if k == "step" else value
-    optimiser.load_state_dict(sd)
+def load_train_state(path: Path, cfg: "TrainConfig", optimiser: torch.optim.Optimizer, net: nn.Module,
+                     averaged: nn.Module | None) -> tuple[dict, InputSpec]:
+    """Restore a :func:`save_train_state` checkpoint; one ValueError naming the file for anything
+    that does not fit this run (another model or bands, a truncated file)."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        progress = json.loads(meta["progress"])
+        info = ModelInfo.from_metadata(meta)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: unreadable training checkpoint ({type(exc).__name__}: {exc}); "
+                         "start again without --resume") from None
+    if info.architecture != cfg.model or tuple(info.input.bands) != BAND_SETS[cfg.bands]:
+        raise ValueError(f"{path}: --resume needs the run's own --model and --bands: the checkpoint is "
+                         f"{info.architecture} on {','.join(info.input.bands)}, this run asks for "
+                         f"{cfg.model} on {','.join(BAND_SETS[cfg.bands])}")
+    try:
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if averaged is not None:
+            averaged.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        sd = optimiser.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, i, k = key.split(".", 2)
+                sd["state"].setdefault(int(i), {})[k] = value.reshape(()) if k == "step" else value
+        optimiser.load_state_dict(sd)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: checkpoint does not fit {cfg.model} ({exc})") from None
     torch.set_rng_state(tensors["torch_rng"])
-    return progress
+    return progress, info.input
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -306,19 +332,15 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
     optimiser = (torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
                  if cfg.weight_decay > 0 else torch.optim.Adam(net.parameters(), lr=cfg.lr))
     progress = {"epoch": 0, "step": 0, "best_iou": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
-    if cfg.resume and (out / "last.safetensors").is_file():
-        last, last_info = load_model(out / "last.safetensors")
-        net.load_state_dict(last.state_dict())
-        spec = last_info.input  # the scaling the run started with (--init may set it)
-        progress = load_train_state(out / "train_state.safetensors", optimiser)
-        rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
-        log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
     averaged = None
     if cfg.ema > 0:  # smooths the noise a small validation set puts into checkpoint selection
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
-        if cfg.resume and (out / "ema.safetensors").is_file():
-            averaged.module.load_state_dict(load_file(str(out / "ema.safetensors")))
+    if cfg.resume and (out / "train_state.safetensors").is_file():
+        # the scaling the run started with (--init may have set it) comes back with the weights
+        progress, spec = load_train_state(out / "train_state.safetensors", cfg, optimiser, net, averaged)
+        rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
+        log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
     kept = averaged.module if averaged is not None else net  # what is validated and saved as best
     model = StripModel(net)
     if distributed:
@@ -380,13 +402,10 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
             info.training["epochs"] = progress["epoch"]
             info.training["seconds"] = round(progress["seconds"], 1)
             info.metrics = {f"val_{cfg.select}": val} if val_data else {}
-            save_model(out / "last.safetensors", net, info)
-            if averaged is not None:
-                atomic_write(out / "ema.safetensors", lambda tmp: save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}, tmp))
+            save_train_state(out / "train_state.safetensors", optimiser, progress, net, averaged, info)
+            save_model(out / "last.safetensors", net, info)   # for users; --resume reads the state above
             if improved:
                 save_model(out / "best.safetensors", kept, info)
-            save_train_state(out / "train_state.safetensors", optimiser, progress)
             write_logs(out, progress["history"])
             log(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val IoU {val['iou_pooled']:.4f} pooled, "
                 f"{val['iou_scene_mean']:.4f} scene mean"

@@ -124,3 +124,48 @@ def test_short_or_empty_replay_fails_with_its_reason():
     for stamp in range(10, 20):          # truth that never pairs: bounded, and counted as lost
         pairing.add_truth(stamp, row)
     assert len(pairing.truth) == 3 and pairing.report()["lost_masks"] == 10
+
+
+def test_one_width_limit_for_camera_convert_and_evaluate(tmp_path):
+    import numpy as np
+
+    from scannernet_ros.bags import BagError, write_scene_bag
+    from scannernet_ros.camera import scan
+    from scannernet_ros.codec import MAX_WIDTH
+    from scannernet_ros.scenes import ArrayScene
+    wide = ArrayScene("wide", np.zeros((4, 1, MAX_WIDTH + 1), np.float32), np.zeros((1, MAX_WIDTH + 1), np.uint8))
+    with pytest.raises(ValueError, match=f"1 to {MAX_WIDTH} px"):
+        scan(wide, "16UC4")
+    with pytest.raises(BagError, match=f"1 to {MAX_WIDTH} px"):
+        write_scene_bag(tmp_path / "bag", wide)
+
+
+def test_offline_reading_refuses_duplicate_and_unpaired_stamps(tmp_path):
+    import numpy as np
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from scannernet_ros.bags import GT_LINE, IMAGE, SCANLINE, BagError, read_bag_scene
+    from scannernet_ros.codec import encode_line
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    Image, Header, Time = (ts.types[t] for t in (IMAGE, "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+
+    def msg(stamp, samples, enc):
+        step, data = encode_line(samples, enc)
+        return ts.serialize_cdr(Image(header=Header(stamp=Time(sec=0, nanosec=stamp), frame_id="f"), height=1,
+                                      width=samples.shape[-1], encoding=enc, is_bigendian=0, step=step,
+                                      data=np.frombuffer(data, np.uint8)), IMAGE)
+
+    def bag(name, scan_stamps, gt_stamps):
+        with Writer(tmp_path / name, version=9) as w:
+            sc, gt = w.add_connection(SCANLINE, IMAGE, typestore=ts), w.add_connection(GT_LINE, IMAGE, typestore=ts)
+            for s in scan_stamps:
+                w.write(sc, s, msg(s, np.full((4, 8), 9000, np.uint16), "16UC4"))
+            for s in gt_stamps:
+                w.write(gt, s, msg(s, np.zeros((1, 8), np.uint8), "mono8"))
+        return tmp_path / name
+    assert read_bag_scene(bag("ok", [1, 2, 3], [1, 2, 3])).mask.shape == (3, 8)
+    with pytest.raises(BagError, match="share the stamp 5"):
+        read_bag_scene(bag("dup", [5, 5, 6], [5, 6]))
+    with pytest.raises(BagError, match="no scanline at their stamp"):
+        read_bag_scene(bag("offby1", [10, 20], [11, 21]))

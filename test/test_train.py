@@ -31,7 +31,6 @@ def test_weight_averaging_keeps_and_resumes_an_average(tmp_path):
     train(_cfg(tmp_path, max_epochs=2, ema=0.9), log=lambda *_: None)
     best, _ = load_model(tmp_path / "run" / "best.safetensors")
     last, _ = load_model(tmp_path / "run" / "last.safetensors")
-    assert (tmp_path / "run" / "ema.safetensors").is_file()
     assert any(not (a == b).all() for a, b in zip(best.state_dict().values(), last.state_dict().values()))
     progress = train(_cfg(tmp_path, max_epochs=3, ema=0.9, resume=True), log=lambda *_: None)
     assert progress["epoch"] == 3
@@ -45,6 +44,30 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[:2] == first
     assert progress["step"] == 16
+
+
+def test_resume_is_exact_whatever_was_written_last(tmp_path):
+    """A kill after the checkpoint but before last.safetensors: --resume reads the checkpoint only,
+    so it neither reruns nor skips an epoch."""
+    train(_cfg(tmp_path, max_epochs=2), log=lambda *_: None)
+    (tmp_path / "run" / "last.safetensors").unlink()      # as if killed right after the checkpoint
+    progress = train(_cfg(tmp_path, max_epochs=3, resume=True), log=lambda *_: None)
+    assert [h["epoch"] for h in progress["history"]] == [1, 2, 3]
+
+
+def test_resume_with_another_model_or_a_broken_checkpoint_is_one_line_exit_2(tmp_path, capsys):
+    from scannernet_ros.cli import main
+    base = ["train", "--data", "synthetic:6:48", "--batch-size", "4", "--crop", "32", "--strip", "8",
+            "--steps-per-epoch", "1", "--max-epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main([*base, "--model", "scannernet_small"]) == 0
+    assert main([*base, "--model", "scannernet", "--resume"]) == 2
+    assert main([*base, "--model", "scannernet_small", "--bands", "rgbn", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--resume needs the run's own --model and --bands") == 2 and "Traceback" not in err
+    state = tmp_path / "run" / "train_state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])
+    assert main([*base, "--model", "scannernet_small", "--resume"]) == 2
+    assert "unreadable training checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model", ["baseline1d", "cfcn", "cunetpp"])

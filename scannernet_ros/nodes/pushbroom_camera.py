@@ -49,9 +49,9 @@ class PushbroomCamera(Node):
 
         try:
             self.scene = open_scene(source, width=width, length=length, seed=seed)
+            self.lines = scan(self.scene, self.encoding, self.loop, BLOCK if self.line_rate > 0 else UNPACED_BLOCK)
         except (ValueError, OSError, RuntimeError) as exc:
             raise ParameterError(f"parameter 'source': {exc}") from None
-        self.lines = scan(self.scene, self.encoding, self.loop, BLOCK if self.line_rate > 0 else UNPACED_BLOCK)
         self.period_ns = int(1e9 / (self.line_rate or self.stamp_rate))
         self.published = 0
         self.finished = False
