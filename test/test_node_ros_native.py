@@ -249,3 +249,54 @@ def test_evaluator_exit_code_tells_pass_and_fail(tmp_path, random_weights):
     assert rc == 1 and report["status"] == "FAIL", logs
     assert any("zz_foreign" in r and "std_msgs/msg/String" in r for r in report["reasons"]), report["reasons"]
     assert report["lines_paired"] == 64, "the good bags still play"
+
+
+def test_default_segmenter_loses_nothing_of_10000_unpaced_lines(ros, random_weights):
+    """Its default queue (10,000 lines) holds a whole unpaced burst from a reliable publisher that
+    keeps its lines until acknowledged; losses on the publisher's side would be counted as
+    `lost (middleware)` through the message-lost event."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from scannernet_ros.nodes.recorder import Recorder
+    from scannernet_ros.nodes.ros_common import NodeThreads
+
+    ns, n = "burst", 10_000
+    seg = start("segmenter", ns, model=random_weights)
+    recorder = Recorder(namespace=ns, gt_topic=None, keep_lines=False)
+    sender = rclpy.create_node("burst_sender", namespace=ns)
+    pub = sender.create_publisher(Image, "scanline", QoSProfile(depth=n, reliability=ReliabilityPolicy.RELIABLE))
+    lines = [image(1_000_000_000 + i * PERIOD, np.full((4, 384), 9000 + i % 500, np.uint16), "16UC4") for i in range(n)]
+    try:
+        with NodeThreads([recorder]):
+            assert wait_until(lambda: recorder.connected() and pub.get_subscription_count() >= 1, 30), stop(seg)
+            for msg in lines:
+                pub.publish(msg)
+            assert recorder.wait_for(n, 120), f"{len(recorder.stamps)} of {n} lines answered"
+            stamps = list(recorder.stamps)
+    finally:
+        logs = stop(seg)
+    assert stamps == [1_000_000_000 + i * PERIOD for i in range(n)], logs
+
+
+def test_reset_service_answers_every_one_of_1000_concurrent_calls(ros, random_weights):
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    from scannernet_ros.nodes.ros_common import NodeThreads
+
+    ns = "resets"
+    seg = start("segmenter", ns, model=random_weights)
+    caller = rclpy.create_node("reset_caller", namespace=ns)
+    client = caller.create_client(Trigger, "segmenter/reset", qos_profile=qos("reliable", 0))
+    try:
+        with NodeThreads([caller]):
+            assert client.wait_for_service(30), stop(seg)
+            futures = [client.call_async(Trigger.Request()) for _ in range(1000)]
+            assert wait_until(lambda: all(f.done() for f in futures), 60), \
+                f"{sum(f.done() for f in futures)} of 1000 calls answered"
+            assert all(f.result().success for f in futures)
+    finally:
+        logs = stop(seg)
+    assert seg.returncode == 0, logs
