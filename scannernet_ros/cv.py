@@ -152,7 +152,8 @@ def markdown(summary: dict) -> str:
     scenes = sum(len(f) for f in summary["folds"])
     r = summary["recipe"]
     lines = [f"{k}-fold cross-validation by scene over {scenes} scenes ({', '.join(summary['data'])}); "
-             f"seed {r['seed']}, {r['max_epochs']} epochs of {r['steps_per_epoch']} steps per fold; "
+             f"seed {r['seed']}, {r['max_epochs']} epochs of {r['steps_per_epoch']} steps per fold, "
+             f"{r['schedule']} learning rate from {r['lr']:g}, brightness jitter {r['gain']:g}; "
              "mean ± sd over folds, x100, threshold 0.5 on the model output.", "",
              "| model | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene "
              "| FP rate, cloud-free scenes |",
@@ -182,6 +183,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=RECIPE.max_epochs, help="epochs per fold (fixed budget)")
     p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch)
     p.add_argument("--seed", type=int, default=RECIPE.seed)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=RECIPE.schedule)
+    p.add_argument("--gain", type=float, default=RECIPE.gain, help="scene brightness jitter of the augmentation")
     p.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes, one thread each")
     p.add_argument("--out", default="out/cv")
 
@@ -195,7 +198,7 @@ RECIPE = TrainConfig(max_epochs=40, steps_per_epoch=10, patience=10 ** 6, ema=0.
 def run(args: argparse.Namespace) -> int:
     models = list(dict.fromkeys(["threshold", *args.models]))
     recipe = replace(RECIPE, bands=args.bands, max_epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                     seed=args.seed)
+                     seed=args.seed, schedule=args.schedule, gain=args.gain)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs)

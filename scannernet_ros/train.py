@@ -46,6 +46,8 @@ class TrainConfig:
     crop: int = 128              # square training crops (whole patches for validation)
     strip: int = 32              # rows per backpropagation strip for streaming models
     lr: float = 5e-3
+    schedule: str = "constant"   # or "cosine": the learning rate decays to 0 over max_epochs
+    gain: float = 0.2            # scene brightness jitter of the augmentation: x (1 +- gain)
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     clip: float = 0.0            # >0: clip the gradient norm; recurrent nets spike without it
@@ -99,7 +101,8 @@ def normalise(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator,
+            gain: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """What differs between scenes and sensors, so that a model learns cloud rather than one
     sensor's look: any of the eight flips and quarter turns (clouds have no up or left), a scene
     gain, a per-band gain and offset (calibration, atmosphere and sensor response shift the bands
@@ -112,16 +115,17 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple
     if rng.random() < 0.5 and x.shape[-1] == x.shape[-2]:
         x, y = x.transpose(-1, -2), y.transpose(-1, -2)
     bands = x.shape[0]
-    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.93, 1.07, size=(bands, 1, 1))
+    scale = rng.uniform(1.0 - gain, 1.0 + gain) * rng.uniform(0.93, 1.07, size=(bands, 1, 1))
     offset = rng.uniform(-0.03, 0.03, size=(bands, 1, 1))
-    x = x * torch.from_numpy(gain.astype(np.float32)) + torch.from_numpy(offset.astype(np.float32))
+    x = x * torch.from_numpy(scale.astype(np.float32)) + torch.from_numpy(offset.astype(np.float32))
     if rng.random() < 0.3:
         amount, level = rng.uniform(0.0, 0.1), rng.uniform(0.2, 0.4)
         x = x * (1.0 - amount) + amount * level
     return x, y
 
 
-def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
+                 gain: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` random crops of reflectance and targets; small images are padded as no data."""
     xs, ys = [], []
     for i in rng.integers(0, len(data), batch):
@@ -133,7 +137,7 @@ def random_batch(data, batch: int, crop: int, rng: np.random.Generator) -> tuple
         if ch < crop or cw < crop:
             x = nn.functional.pad(x, (0, crop - cw, 0, crop - ch))
             y = nn.functional.pad(y, (0, crop - cw, 0, crop - ch), value=-1.0)
-        x, y = augment(x, y, rng)
+        x, y = augment(x, y, rng, gain)
         xs.append(x)
         ys.append(y)
     return torch.stack(xs), torch.stack(ys)[:, None]
@@ -362,7 +366,11 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
                 done = int(20 * step / steps_per_epoch)
                 print(f"\r  epoch {progress['epoch'] + 1} [{'#' * done}{'.' * (20 - done)}] "
                       f"{step}/{steps_per_epoch}", end="", file=sys.stderr, flush=True)
-            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng)
+            if cfg.schedule == "cosine":
+                done = progress["step"] / max(1, cfg.max_epochs * steps_per_epoch)
+                for group in optimiser.param_groups:
+                    group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng, cfg.gain)
             x, y = normalise(x, spec).to(device), y.to(device)
             state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
             for r in range(0, x.shape[2], strip):
@@ -460,6 +468,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--strip", type=int, default=d.strip)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule,
+                   help="learning rate: constant, or cosine decay to 0 over --max-epochs")
+    p.add_argument("--gain", type=float, default=d.gain, help="scene brightness jitter of the augmentation (x 1 +- gain)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
     p.add_argument("--init", default=d.init, help="start from these weights (registry name or file); "

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile
 from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
@@ -85,7 +84,6 @@ class Segmenter(LifecycleNode):
         self.reporter = SegmenterReporter()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.diag_period, self.on_diagnostics)
-        self._entities: list = []
         apply_at_runtime(self, {
             "threshold": lambda v: lambda: setattr(self, "threshold", v),
             "num_threads": lambda v: lambda: self._set_threads(v),
@@ -114,11 +112,10 @@ class Segmenter(LifecycleNode):
         self.prob_pub = self.create_lifecycle_publisher(Image, "probability_line", out_qos)
         self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay_line", out_qos)
         events = SubscriptionEventCallbacks(message_lost=self.on_message_lost)
-        self._entities = [
-            self.create_subscription(Image, "scanline", self.on_scanline, self.scanline_qos(), event_callbacks=events),
-            # every request queued and answered, however many arrive at once
-            self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0)),
-        ]
+        self.scanline_sub = self.create_subscription(Image, "scanline", self.on_scanline,
+                                                     qos(self.reliability, self.depth), event_callbacks=events)
+        # every request queued and answered, however many arrive at once
+        self.reset_srv = self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0))
         self.get_logger().info(f"configured: {self.model_name} on {self.device} "
                                f"({self.core.info.architecture}, bands {','.join(self.core.bands)})")
         return TransitionCallbackReturn.SUCCESS
@@ -143,20 +140,14 @@ class Segmenter(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        for entity in self._entities:
-            if hasattr(entity, "srv_type"):
-                self.destroy_service(entity)
-            else:
-                self.destroy_subscription(entity)
-        for pub in ("mask_pub", "prob_pub", "overlay_pub"):
-            if hasattr(self, pub):
-                self.destroy_lifecycle_publisher(getattr(self, pub))
-                delattr(self, pub)
-        self._entities = []
+        """Undo :meth:`on_configure`: no model, no subscription, no outputs."""
+        if self.core is None:
+            return
+        self.destroy_subscription(self.scanline_sub)
+        self.destroy_service(self.reset_srv)
+        for pub in (self.mask_pub, self.prob_pub, self.overlay_pub):
+            self.destroy_lifecycle_publisher(pub)
         self.core = None
-
-    def scanline_qos(self) -> QoSProfile:
-        return qos(self.reliability, self.depth)
 
     # -- runtime parameters ---------------------------------------------------------------
 
