@@ -124,6 +124,7 @@ def cross_validate(data: list[str], models: list[str], folds: int, recipe: Train
             for job, future in zip(jobs, futures):
                 results[job[0]][job[1]] = _logged(future.result(), job[0], log)
     else:
+        _one_thread()   # the budget is stated per fold on one thread: the same in either mode
         for job in jobs:
             results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, data, log), job[0], log)
     summary = {"data": data, "folds": fold_scenes, "recipe": asdict(recipe), "models": {}}

@@ -300,3 +300,35 @@ def test_reset_service_answers_every_one_of_1000_concurrent_calls(ros, random_we
     finally:
         logs = stop(seg)
     assert seg.returncode == 0, logs
+
+
+def test_cloud_cover_per_frame_stamped_with_its_first_line(ros, random_weights):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from ros_helpers import params
+    from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.nodes.segmenter import Segmenter
+
+    ns = "cover"
+    seg = Segmenter(namespace=ns, parameter_overrides=params(model=str(random_weights), frame_lines=4,
+                                                             threshold=0.0, discard_above=0.7))
+    listener = rclpy.create_node("cover_listener", namespace=ns)
+    frames = []
+    listener.create_subscription(DiagnosticArray, "cloud_cover",
+                                 frames.append, 100)
+    pub = listener.create_publisher(Image, "scanline", qos("reliable", 0))
+    stamps = [i for i in range(10)] + [100, 101]       # a gap after line 9: that frame ends early
+    with NodeThreads([seg, listener]):
+        assert wait_until(lambda: pub.get_subscription_count() >= 1 and seg.cover_pub.get_subscription_count() >= 1, 20)
+        for i in stamps:
+            pub.publish(_line(i))
+        assert wait_until(lambda: len(frames) >= 3, 20), f"{len(frames)} frames"
+    got = [({kv.key: kv.value for kv in f.status[0].values}, f.header.stamp.sec * 10**9 + f.header.stamp.nanosec)
+           for f in frames]
+    first = [1_000_000_000 + i * PERIOD for i in (0, 4, 8)]
+    assert [stamp for _, stamp in got[:3]] == first
+    assert [v["lines"] for v, _ in got[:3]] == ["4", "4", "2"]       # the third ends at the stamp gap
+    assert all(v["cloud fraction"] == "1.0000" and v["discard"] == "true" for v, _ in got[:3])
+    assert got[0][0]["valid pixels"] == str(4 * W)

@@ -82,6 +82,11 @@ def summarise(args, scene, segmenter, recorder, elapsed: float) -> int:
     if compute:
         print(f"  compute per line (last diagnostics window): p50 {compute['compute latency p50 ms']} ms, "
               f"p99 {compute['compute latency p99 ms']} ms")
+    if recorder.cover:
+        fractions = ", ".join(f"{100 * float(f['cloud fraction']):.0f} %" for f in recorder.cover[:8])
+        flagged = sum(f["discard"] == "true" for f in recorder.cover)
+        print(f"  cloud_cover: {len(recorder.cover)} frames of {recorder.cover[0]['lines']} lines: {fractions}"
+              f"{' ...' if len(recorder.cover) > 8 else ''}; {flagged} flagged for discard")
     stamps = sorted(recorder.masks)
     if not stamps:
         print("  no mask lines received", file=sys.stderr)

@@ -40,6 +40,8 @@ class Recorder(Node):
         if gt_topic:
             self.create_subscription(Image, gt_topic, self.on_truth, qos("reliable", 0))
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
+        self.cover: list[dict[str, str]] = []   # the segmenter's cloud_cover frames, values by key
+        self.create_subscription(DiagnosticArray, "cloud_cover", self.on_cover, 100)
 
     def on_mask(self, msg: Image) -> None:
         received = time.time_ns()
@@ -65,6 +67,9 @@ class Recorder(Node):
         except ImageFormatError:
             self.malformed += 1
             return None
+
+    def on_cover(self, msg: DiagnosticArray) -> None:
+        self.cover += [{kv.key: kv.value for kv in status.values} for status in msg.status]
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

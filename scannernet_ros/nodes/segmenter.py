@@ -7,9 +7,10 @@ starts answering lines, deactivate stops answering them (counted as ``lines not 
 
 Subscribes ``scanline`` (sensor_msgs/Image, height 1).  Publishes ``mask_line`` (mono8, 0/255)
 with the input header unchanged, and ``probability_line`` (32FC1) and ``overlay_line`` (rgb8)
-only while someone listens.  Service ``~/reset`` (std_srvs/Trigger).  Status on /diagnostics.
+only while someone listens, and ``cloud_cover`` (diagnostic_msgs/DiagnosticArray) once per frame of
+``frame_lines`` lines.  Service ``~/reset`` (std_srvs/Trigger).  Status on /diagnostics.
 
-Applied at runtime (``ros2 param set``): ``threshold`` (from the next line), ``line_rate_hz``,
+Applied at runtime (``ros2 param set``): ``threshold`` (from the next line), ``discard_above``, ``line_rate_hz``,
 ``reset_gap_lines``, ``num_threads`` and ``model`` (the new weights are loaded and checked first;
 a model that does not load is refused and the old one keeps running).  The rest are read-only.
 """
@@ -20,21 +21,22 @@ import time
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from ..codec import ImageFormatError
-from ..diagnostics import ERROR, WARN, Report, SegmenterReporter
+from ..cover import CloudCover, Frame
+from ..diagnostics import ERROR, OK, WARN, Report, SegmenterReporter
 from ..models import REGISTRY, resolve_device
 from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
 from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
 from ..weights import WeightsError
-from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, line_image, qos,
-                         run_node, to_ns)
+from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
+                         qos, run_node, to_ns)
 
 STATUS_NAME = "scannernet_ros: segmenter"
 
@@ -70,6 +72,11 @@ class Segmenter(LifecycleNode):
         self.depth = declare(self, "qos_depth", 10000, "scanline queue depth in lines (0 = keep all)", (0, 1 << 20))
         self.diag_period = declare(self, "diagnostics_period_s", 1.0, "seconds between /diagnostics reports",
                                    (0.05, 3600.0))
+        self.frame_lines = declare(self, "frame_lines", 384, "lines per cloud_cover frame (a reset also ends one)",
+                                   (1, 1 << 30))
+        self.discard_above = declare(self, "discard_above", 0.7,
+                                     "cloud fraction above which cloud_cover flags a frame for discarding", (0.0, 1.0),
+                                     runtime=True)
         autostart = declare(self, "autostart", True, "configure and activate at start-up")
         try:
             self.device = resolve_device(device)
@@ -86,6 +93,7 @@ class Segmenter(LifecycleNode):
         self.create_timer(self.diag_period, self.on_diagnostics)
         apply_at_runtime(self, {
             "threshold": lambda v: lambda: setattr(self, "threshold", v),
+            "discard_above": lambda v: lambda: setattr(self, "discard_above", v),
             "num_threads": lambda v: lambda: self._set_threads(v),
             "line_rate_hz": self._change_line_rate,
             "reset_gap_lines": self._change_reset_gap,
@@ -111,6 +119,8 @@ class Segmenter(LifecycleNode):
         self.mask_pub = self.create_lifecycle_publisher(Image, "mask_line", out_qos)
         self.prob_pub = self.create_lifecycle_publisher(Image, "probability_line", out_qos)
         self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay_line", out_qos)
+        self.cover_pub = self.create_lifecycle_publisher(DiagnosticArray, "cloud_cover", 100)
+        self.cover = CloudCover(self.frame_lines)
         events = SubscriptionEventCallbacks(message_lost=self.on_message_lost)
         self.scanline_sub = self.create_subscription(Image, "scanline", self.on_scanline,
                                                      qos(self.reliability, self.depth), event_callbacks=events)
@@ -145,7 +155,7 @@ class Segmenter(LifecycleNode):
             return
         self.destroy_subscription(self.scanline_sub)
         self.destroy_service(self.reset_srv)
-        for pub in (self.mask_pub, self.prob_pub, self.overlay_pub):
+        for pub in (self.mask_pub, self.prob_pub, self.overlay_pub, self.cover_pub):
             self.destroy_lifecycle_publisher(pub)
         self.core = None
 
@@ -200,6 +210,7 @@ class Segmenter(LifecycleNode):
         stamp_ns = to_ns(msg.header.stamp)
         with self._lock:
             core, threshold = self.core, self.threshold
+            resets = sum(core.counters.resets.values())
             try:
                 line = core.decode(msg, stamp_ns)
                 prob = core.process(line, stamp_ns)
@@ -209,11 +220,29 @@ class Segmenter(LifecycleNode):
         self.reporter.e2e_ms.add((received_ns - stamp_ns) / 1e6)
         cloud = prob >= threshold
         self.mask_pub.publish(line_image(msg.header, cloud.astype(np.uint8) * 255, "mono8"))
+        if sum(core.counters.resets.values()) != resets:   # new ground: the frame before it ends here
+            self.publish_cover(self.cover.close(), msg.header.frame_id)
+        self.publish_cover(self.cover.add(stamp_ns, cloud), msg.header.frame_id)
         if self.prob_pub.get_subscription_count():
             self.prob_pub.publish(line_image(msg.header, prob, "32FC1"))
         if self.overlay_pub.get_subscription_count():
             rgb = display_rgb(to_reflectance(line.select(("red", "green", "blue")), line.kind, core.info.input))
             self.overlay_pub.publish(line_image(msg.header, overlay(rgb, cloud).T, "rgb8"))
+
+    def publish_cover(self, frame: Frame | None, frame_id: str) -> None:
+        """One status per frame, stamped with its first line: cloud fraction, valid pixels, lines,
+        and ``discard`` when the cloud fraction is above ``discard_above``."""
+        if frame is None:
+            return
+        discard = frame.cloud_fraction > self.discard_above
+        values = {"cloud fraction": f"{frame.cloud_fraction:.4f}", "valid pixels": str(frame.valid_pixels),
+                  "lines": str(frame.lines), "discard": str(discard).lower()}
+        status = DiagnosticStatus(level=bytes([WARN if discard else OK]), name="scannernet_ros: cloud cover",
+                                  message=f"{100 * frame.cloud_fraction:.1f} % cloud" + (", discard" if discard else ""),
+                                  hardware_id=frame_id, values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp, msg.header.frame_id = from_ns(frame.first_stamp_ns), frame_id
+        self.cover_pub.publish(msg)
 
     def on_message_lost(self, event) -> None:
         """Lines the middleware reports lost before they reached this node (best effort, overruns)."""
