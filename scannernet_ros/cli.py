@@ -47,6 +47,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from .cv import ship
+    from .weights import models_dir
+    target = ship(args.weights, args.cv, args.models_dir or models_dir(), args.cv_command)
+    print(f"wrote {target} and its model card {target.with_suffix('.md')}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run
     return run(args)
@@ -84,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         importlib.import_module(f".{arguments}", __package__).add_arguments(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("ship", help="put trained weights under models/ with their cross-validated figures and a card")
+    p.add_argument("weights", help="weights trained with the cross-validated recipe (runs/<model>/best.safetensors)")
+    p.add_argument("--cv", required=True, help="the cv.json of `scannernet cv` that scored this recipe")
+    p.add_argument("--cv-command", default="scannernet cv", help="the cv command line, quoted in the card")
+    p.add_argument("--models-dir", default="", help="where shipped weights live (default: the package's models/)")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 bags, one per scene")
     p.add_argument("source", help="38-Cloud split folder, L8 Biome folder, image file or synthetic:N[:SIZE]")

@@ -206,3 +206,59 @@ def run(args: argparse.Namespace) -> int:
     print(markdown(summary))
     print(f"wrote {args.out}/cv.json and cv.md")
     return 0
+
+
+def train_command(model: str, recipe: dict, data: list[str], out: str) -> str:
+    """The ``scannernet train`` line that trains ``model`` on ``data`` with the cross-validated recipe."""
+    return (f"scannernet train --model {model} --data {' '.join(data)} --bands {recipe['bands']} "
+            f"--val-fraction 0 --max-epochs {recipe['max_epochs']} --steps-per-epoch {recipe['steps_per_epoch']} "
+            f"--lr {recipe['lr']:g} --schedule {recipe.get('schedule', 'constant')} --gain {recipe.get('gain', 0.2):g} "
+            f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}")
+
+
+def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Path:
+    """Copy trained weights under ``models/`` with their cross-validated figures in the metadata,
+    and write the model card beside them: what was run, on what, for how long, and how it scored."""
+    import torch
+
+    from .weights import load_model, save_model
+    summary = json.loads(Path(cv_json).read_text())
+    net, info = load_model(weights)
+    name = info.architecture
+    if name not in summary["models"]:
+        raise ValueError(f"{cv_json} holds no cross-validation of {name!r} (it has {', '.join(summary['models'])})")
+    m, reference = summary["models"][name], summary["models"]["threshold"]
+    info.metrics = {"cv": {"folds": len(summary["folds"]), "pooled": m["pooled"], "per_scene": m["per_scene"],
+                           "threshold_pooled": reference["pooled"], "threshold_per_scene": reference["per_scene"]}}
+    models_dir = Path(models_dir)
+    target = models_dir / f"{name}.safetensors"
+    save_model(target, net.to(torch.device("cpu")), info)
+    training = info.training
+    cfg = training.get("config", {})
+    lines = [f"# {name}", "",
+             f"Shipped weights `models/{name}.safetensors`: {training.get('parameters', 0):,} parameters, "
+             f"input bands {', '.join(info.input.bands)}.", "",
+             "## Training", "",
+             f"Data: {', '.join(cfg.get('data', []))} ({training.get('train_samples', '?')} real patches, "
+             "all of them: the figures below are cross-validated, not measured on these weights).",
+             f"Time: {training.get('seconds', 0):.0f} s on one CPU thread.", "", "Command:", "",
+             "```bash", train_command(name, summary["recipe"], cfg.get("data", []), f"runs/{name}"),
+             f"scannernet ship runs/{name}/best.safetensors --cv out/cv/cv.json", "```", "",
+             "## Cross-validated figures", "",
+             f"From `{cv_command}` ({len(summary['folds'])} folds by scene, stratified by biome; the model is "
+             "trained on the other folds with the same recipe and run line by line as the segmenter runs it). "
+             "Mean ± sd over folds, x100:", "",
+             "| | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, row in ((name, m), ("threshold (reference)", reference)):
+        lines.append(f"| {label} | {_cell(row['pooled']['iou'])} | {_cell(row['per_scene']['iou'])} | "
+                     f"{_cell(row['per_scene']['f1'])} | {_cell(row['per_scene']['precision'])} | "
+                     f"{_cell(row['per_scene']['recall'])} |")
+    lines += ["", "Per fold (IoU pooled / per scene, x100):", "",
+              "| fold | held-out scenes | " + name + " | threshold |", "|---:|---|---:|---:|"]
+    for mine, ref in zip(m["per_fold"], reference["per_fold"]):
+        lines.append(f"| {mine['fold']} | {', '.join(mine['test_scenes'])} | "
+                     f"{100 * mine['pooled']['iou']:.1f} / {100 * mine['per_scene_mean']['iou']:.1f} | "
+                     f"{100 * ref['pooled']['iou']:.1f} / {100 * ref['per_scene_mean']['iou']:.1f} |")
+    atomic_write(models_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    return target

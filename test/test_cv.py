@@ -108,5 +108,17 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     held = [set(f) for f in summary["folds"]]
     assert not held[0] & held[1] and len(held[0] | held[1]) == 6
     assert "| threshold |" in (out / "cv.md").read_text()
+
+    # shipping: the figures travel with the weights and into the card
+    from scannernet_ros.weights import load_model
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["ship", str(out / "fold0" / "baseline1d" / "best.safetensors"), "--cv", str(out / "cv.json"),
+                 "--models-dir", str(models)]) == 0
+    _, info = load_model(models / "baseline1d.safetensors")
+    per_scene = info.metrics["cv"]["per_scene"]["iou"]
+    assert per_scene == summary["models"]["baseline1d"]["per_scene"]["iou"]
+    card = (models / "baseline1d.md").read_text()
+    assert f"{100 * per_scene['mean']:.1f} ± {100 * per_scene['sd']:.1f}" in card and "threshold (reference)" in card
     assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err
