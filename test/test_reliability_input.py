@@ -2,6 +2,8 @@
 typed error; nothing raises anything else, nothing allocates beyond what the message carries."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from hypothesis import HealthCheck, example, given, settings
@@ -11,6 +13,10 @@ from scannernet_ros.codec import ENCODINGS, MAX_WIDTH, ImageFormatError, decode_
 from scannernet_ros.models import build_model
 from scannernet_ros.streaming import LineSegmenter
 from scannernet_ros.weights import ModelInfo
+
+
+# SCANNERNET_PROPERTY_SCALE=20 runs every property test with twenty times its examples.
+SCALE = int(os.environ.get("SCANNERNET_PROPERTY_SCALE", "1"))
 
 
 class Msg:
@@ -39,7 +45,7 @@ def images(draw):
                is_bigendian=draw(st.integers(0, 1)), data=data)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(images())
 def test_codec_decodes_or_rejects_with_a_typed_error(msg):
     try:
@@ -63,7 +69,7 @@ def _segmenter() -> LineSegmenter:
     return _SEGMENTER
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(images(), st.integers(0, 2**63 - 1))
 def test_segmenter_core_answers_or_counts_every_line(msg, stamp):
     seg = _segmenter()
@@ -88,7 +94,7 @@ def _float_line(values: np.ndarray) -> Msg:
 finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(finite_floats, min_size=3 * 8, max_size=3 * 8), min_size=1, max_size=6))
 @example([[3e38] + [0.3] * 23])                 # one absurd but finite pixel (overflowed the normaliser)
 @example([[-3e38] * 24, [1e-45] * 24])

@@ -125,9 +125,11 @@ def test_shipped_weights_load_and_each_has_a_model_card():
     for path in files:
         model, info = load_model(path)
         assert info.architecture == path.stem and info.trained
-        assert "heldout" in info.metrics and 0 < info.metrics["heldout"]["pooled"]["iou"] <= 1
+        cv = info.metrics["cv"]   # cross-validated figures of the recipe, with the threshold's beside them
+        assert 0 < cv["per_scene"]["iou"]["mean"] <= 1 and "threshold_per_scene" in cv
         card = path.with_suffix(".md").read_text()
-        assert f"{info.metrics['heldout']['pooled']['iou'] * 100:.2f}" in card  # card and file agree
+        iou = cv["per_scene"]["iou"]
+        assert f"{100 * iou['mean']:.1f} ± {100 * iou['sd']:.1f}" in card  # card and file agree
     assert resolve_model_path("scannernet_small") == REPO / "models" / "scannernet_small.safetensors"
 
 
