@@ -30,6 +30,7 @@ setup(
     install_requires=[
         "setuptools",
         "numpy",
+        "threadpoolctl",
         "torch",
         "safetensors",
         "tifffile",

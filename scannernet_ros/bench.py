@@ -24,7 +24,7 @@ from .cli import markdown_table
 from .codec import Line
 from .memory import PAPER_TABLE2_MB, torchinfo_mb
 from .models import REGISTRY, build_model, count_parameters
-from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
+from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, set_threads
 from .weights import ModelInfo
 
 SIZE = 384
@@ -168,7 +168,7 @@ def latency_table(runs: int) -> tuple[list, list]:
     data = []
     for dev, threads in devices:
         if threads:
-            torch.set_num_threads(threads)
+            set_threads(threads)
         device = torch.device(dev)
         cases = [(n, "line", lambda n=n: line_latency(n, device, runs)) for n in ("scannernet", "scannernet_small", "baseline1d")]
         cases.append(("scannernet (model step only)", "line", lambda: step_latency("scannernet", device, runs)))
@@ -187,7 +187,7 @@ def latency_table(runs: int) -> tuple[list, list]:
             data.append({"model": name, "unit": unit, "device": dev, "threads": threads, **t})
             rows.append((name, f"{unit} ({SIZE} px)" if unit == "line" else f"image {SIZE}x{SIZE}", dev,
                          str(threads or "-"), f"{t['mean']:.4f}", f"{t['p50']:.4f}", f"{t['p99']:.4f}", ref))
-    torch.set_num_threads(1)
+    set_threads(1)
     return rows, data
 
 
@@ -197,7 +197,7 @@ def swath_table(lines: int) -> tuple[list, list]:
     rows = [("model", "device", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
     data = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    torch.set_num_threads(1)
+    set_threads(1)
     for dev in devices:
         for name in ("scannernet", "scannernet_small"):
             t = line_latency(name, torch.device(dev), lines + 10, width=SWATH)
@@ -250,7 +250,7 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    set_threads(1)
     report = {"machine": machine(), "command": "scannernet bench " + " ".join(sys.argv[2:])}
     md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]
 

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .zoo import ZOO
+
 State = tuple[Tensor, ...]
 
 
@@ -262,18 +264,10 @@ class ModelSpec:
     summary: str
 
 
+CLASSES = {"scannernet": ScannerNet, "scannernet_small": ScannerNet, "baseline1d": Baseline1D, "cfcn": CFCN,
+           "cunetpp": CUNetPP, "threshold": BrightnessThreshold}
 REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (
-        ModelSpec("scannernet", ScannerNet, {"hidden": (4, 8), "kernel_size": 9},
-                  "ScannerNet: 2-layer ConvLSTM1d, F1=4, F2=8, k=9"),
-        ModelSpec("scannernet_small", ScannerNet, {"hidden": (4, 4), "kernel_size": 7},
-                  "ScannerNet Small: 2-layer ConvLSTM1d, F1=4, F2=4, k=7"),
-        ModelSpec("baseline1d", Baseline1D, {}, "non-recurrent 1D baseline"),
-        ModelSpec("cfcn", CFCN, {}, "C-FCN (Bahl et al. 2019)"),
-        ModelSpec("cunetpp", CUNetPP, {}, "C-UNet++ (Bahl et al. 2019), additive skips"),
-        ModelSpec("threshold", BrightnessThreshold, {"t": 0.26},
-                  "reference: mean R, G, B reflectance > t, t fitted on training data"),
-    )
+    name: ModelSpec(name, CLASSES[name], entry.config, entry.summary) for name, entry in ZOO.items()
 }
 
 

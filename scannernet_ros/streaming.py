@@ -6,20 +6,20 @@ the ground under the sensor (width change, a gap in the stamps, time going backw
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
 from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate, re-exported
 from .codec import ImageFormatError, Line, check_values, check_width, decode_line
 from .normalise import Normaliser
 from .stats import Window
-from .stepper import check_kind, make_stepper
-from .weights import ModelInfo, load_model, resolve_model_path
+from .stepper import check_kind, make_cpu_stepper
+from .weights import ModelInfo, read_weights, resolve_model_path
+from .zoo import ZOO
 
 # A stamp jump longer than this many line periods is a new acquisition (or a broken clock), not
 # lines lost on the way: it resets the state under its own reason and is not counted as dropped.
@@ -35,6 +35,27 @@ class Counters:
     resets: Counter = field(default_factory=Counter)     # by reason
 
 
+def device_name(device: str) -> str:
+    """``cpu`` without torch; any other device is checked by torch (imported only then)."""
+    if device == "cpu":
+        return "cpu"
+    from .models import resolve_device
+    return str(resolve_device(device))
+
+
+def set_threads(n: int) -> None:
+    """BLAS threads for numpy (and torch's, where it is loaded); 0 leaves the libraries' default.
+
+    One thread is the on-board setting: at these matrix sizes OpenBLAS on two threads was ten
+    times slower than on one."""
+    if n <= 0:
+        return
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
 class LineSegmenter:
     """Steps a streaming model once per line and keeps its state between lines.
 
@@ -43,23 +64,38 @@ class LineSegmenter:
     on gaps (missing lines are still counted as dropped).
     """
 
-    def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu",
+    def __init__(self, model, info: ModelInfo, device="cpu",
                  line_rate_hz: float = LANDSAT8_LINE_RATE_HZ, reset_gap_lines: int = 10,
                  window: int = 4096, stepper: str = "auto") -> None:
-        if not getattr(model, "streams", False):
+        """``model``: the weights' tensors as numpy arrays (what :func:`read_weights` gives; the
+        on-board CPU path, no torch), or a torch module.  ``stepper``: ``auto`` steps in numpy on
+        the CPU and with :class:`FusedStepper` on CUDA; ``torch`` and ``plain`` (the model's own
+        step) go through torch."""
+        if not ZOO[info.architecture].streams:
             raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
         if line_rate_hz <= 0:
             raise ValueError(f"line_rate_hz must be positive, got {line_rate_hz}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.stepper_kind = check_kind(stepper)  # at construction, not at the first line
+        self.device = str(device)
         self.info = info
+        self.on_cpu = self.device == "cpu" and self.stepper_kind == "auto"
+        if self.on_cpu:   # numpy: the tensors are all it needs
+            self.tensors = model if isinstance(model, dict) else {
+                k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+        else:             # torch: a module on the device
+            import torch
+            if isinstance(model, dict):
+                from .weights import build_from_info
+                module = build_from_info(info)
+                module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.items()})
+                model = module
+            self.model = model.to(torch.device(self.device)).eval()
         self.bands = info.input.bands
         self.normalise = Normaliser(info.input)
         self.line_period_ns = int(1e9 / line_rate_hz)
         self.reset_gap_lines = reset_gap_lines
         self.counters = Counters()
         self.compute_ms = Window(window)
-        self.stepper_kind = check_kind(stepper)  # at construction, not at the first line
         self.width: int | None = None
         self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
         self.state_since_ns: int | None = None  # stamp of the first line the current state has seen
@@ -67,10 +103,20 @@ class LineSegmenter:
         self._last_stamp: int | None = None
 
     @classmethod
-    def from_file(cls, model: str, device: torch.device | str = "cpu", **kwargs) -> "LineSegmenter":
-        """Build from a registry name (shipped weights) or a path to a weights file."""
-        net, info = load_model(resolve_model_path(model), device)
-        return cls(net, info, device, **kwargs)
+    def from_file(cls, model: str, device="cpu", **kwargs) -> "LineSegmenter":
+        """Build from a registry name (shipped weights) or a path to a weights file; on the CPU
+        the file is read with numpy and torch is never imported."""
+        info, tensors = read_weights(resolve_model_path(model))
+        return cls(tensors, info, device, **kwargs)
+
+    def _new_stepper(self, width: int):
+        if self.on_cpu:
+            return make_cpu_stepper(self.info.architecture, self.tensors, self.info.config, width, len(self.bands))
+        import torch
+
+        from .torch_stepper import make_torch_stepper
+        kind = "torch" if self.stepper_kind == "auto" else self.stepper_kind
+        return make_torch_stepper(self.model, width, torch.device(self.device), kind)
 
     def reset(self, reason: str = "request") -> None:
         """Forget the recurrent state; the next line starts from zeros."""
@@ -126,7 +172,7 @@ class LineSegmenter:
     def _step(self, samples: np.ndarray, kind: str, stamp_ns: int) -> np.ndarray | None:
         for _ in range(2):  # the second pass starts from zeros
             if self.stepper is None:
-                self.stepper = make_stepper(self.model, samples.shape[1], self.device, self.stepper_kind)
+                self.stepper = self._new_stepper(samples.shape[1])
                 self.state_since_ns, self.state_lines = stamp_ns, 0
             prob = self.stepper.probabilities(self.normalise(samples, kind, getattr(self.stepper, "input", None)))
             if np.isfinite(prob).all() and self.stepper.finite():

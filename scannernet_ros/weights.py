@@ -3,6 +3,10 @@
 A file records the architecture name and its hyperparameters, the input bands and normalisation,
 and where known the training data and measured metrics, so that a node given only a path can build
 the right network and feed it correctly.
+
+Reading (:func:`read_weights`) is numpy only: the on-board CPU path never imports torch.
+:func:`load_model` and :func:`save_model` build and write torch networks, for training, CUDA and
+the whole-image models.
 """
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.numpy import load_file
 
 from .atomic import atomic_write  # noqa: F401 - re-exported for the training loop
-from .models import REGISTRY, build_model
 from .normalise import InputSpec
+from .zoo import ZOO, tensor_shapes
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "scannernet_ros.weights/1"
 
@@ -74,7 +83,7 @@ CONFIG_LIMITS = {"hidden": (1, 256), "kernel_size": (1, 63)}
 
 def check_config(architecture: str, config: dict) -> None:
     """Keys and types of an architecture's config; sizes within :data:`CONFIG_LIMITS`."""
-    known = REGISTRY[architecture].config
+    known = ZOO[architecture].config
     unknown = sorted(set(config) - set(known))
     if unknown:
         raise ValueError(f"'config' has keys {unknown} that {architecture!r} does not take (it takes {sorted(known)})")
@@ -93,24 +102,28 @@ def check_config(architecture: str, config: dict) -> None:
                 raise ValueError(f"'config.t' must be a reflectance in [-0.5, 5], got {value!r}")
 
 
-def build_from_info(info: ModelInfo) -> nn.Module:
+def build_from_info(info: ModelInfo) -> "nn.Module":
+    from .models import build_model
     return build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
 
 
-def save_model(path: os.PathLike | str, model: nn.Module, info: ModelInfo) -> None:
+def save_model(path: os.PathLike | str, model: "nn.Module", info: ModelInfo) -> None:
+    from safetensors.torch import save_file
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=info.to_metadata()))
 
 
-def read_info(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
-    """Read and validate a file's metadata and tensors without building a model."""
+def read_weights(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, np.ndarray]]:
+    """A file's metadata and tensors (numpy), both validated, without building a model or
+    importing torch.  Tensors are read only once the metadata says what they are for; for the
+    streaming models every name and shape is checked against the architecture here."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(path, "no such file")
     if not path.is_file():
         raise WeightsError(path, "not a regular file (a folder, device or pipe cannot hold weights)")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
@@ -122,39 +135,52 @@ def read_info(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, torch.Tenso
         raise WeightsError(path, f"bad metadata: missing {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise WeightsError(path, f"bad metadata: {exc}") from None
-    if info.architecture not in REGISTRY:
-        raise WeightsError(path, f"unknown architecture {info.architecture!r}; known: {', '.join(REGISTRY)}")
+    if info.architecture not in ZOO:
+        raise WeightsError(path, f"unknown architecture {info.architecture!r}; known: {', '.join(ZOO)}")
     try:
         check_config(info.architecture, info.config)
     except ValueError as exc:
         raise WeightsError(path, f"bad metadata: {exc}") from None
-    try:  # tensors only once the metadata says what they are for
+    try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
+    expected = tensor_shapes(info.architecture, info.config, len(info.input.bands))
+    if expected is not None:
+        check_tensors(path, info.architecture, tensors, expected)
+    for name, t in tensors.items():
+        if not np.issubdtype(t.dtype, np.floating):
+            raise WeightsError(path, f"tensor {name!r} has dtype {t.dtype}, expected floating point")
+        if not np.isfinite(t).all():
+            raise WeightsError(path, f"tensor {name!r} holds NaN or Inf")
     return info, tensors
 
 
-def load_model(path: os.PathLike | str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Build the named architecture and load the tensors into it, checking every name and shape."""
-    info, tensors = read_info(path)
+read_info = read_weights  # the name the tools have used
+
+
+def check_tensors(path, architecture: str, tensors: dict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor the architecture needs, with its shape, and no other."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(path, f"tensors do not fit {architecture!r}: missing {missing}, unexpected {unexpected}")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(expected[name]):
+            raise WeightsError(path, f"tensor {name!r} has shape {tuple(t.shape)}, "
+                                     f"{architecture!r} needs {tuple(expected[name])}")
+
+
+def load_model(path: os.PathLike | str, device: "torch.device | str" = "cpu") -> tuple["nn.Module", ModelInfo]:
+    """Build the named architecture (torch) and load the tensors into it, checking every name and shape."""
+    import torch
+    info, arrays = read_weights(path)
     try:
         model = build_from_info(info)
     except (TypeError, ValueError) as exc:
         raise WeightsError(path, f"cannot build {info.architecture!r} from {info.config} ({exc})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(path, f"tensors do not fit {info.architecture!r}: "
-                                 f"missing {missing}, unexpected {unexpected}")
-    for name, t in tensors.items():
-        if t.shape != expected[name].shape:
-            raise WeightsError(path, f"tensor {name!r} has shape {tuple(t.shape)}, "
-                                     f"{info.architecture!r} needs {tuple(expected[name].shape)}")
-        if not torch.isfinite(t).all():
-            raise WeightsError(path, f"tensor {name!r} holds NaN or Inf")
-    model.load_state_dict(tensors)
+    check_tensors(path, info.architecture, arrays, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
     return model.to(device).eval(), info
 
 
@@ -176,7 +202,7 @@ def models_dir() -> Path:
 
 def resolve_model_path(model: str) -> Path:
     """A registry name means the shipped weights of that name; anything else is a path."""
-    if model in REGISTRY:
+    if model in ZOO:
         path = models_dir() / f"{model}.safetensors"
         if not path.is_file():
             raise WeightsError(path, f"no shipped weights for {model!r}; train them with "

@@ -105,11 +105,11 @@ def test_registry_name_without_shipped_weights(tmp_path, monkeypatch):
 def test_save_leaves_previous_file_when_write_fails(tmp_path, monkeypatch):
     path, model, info = _save(tmp_path)
     before = path.read_bytes()
-    import scannernet_ros.weights as w
+    import safetensors.torch as writer
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(w, "save_file", boom)
+    monkeypatch.setattr(writer, "save_file", boom)
     with pytest.raises(OSError):
         save_model(path, model, info)
     assert path.read_bytes() == before

@@ -20,7 +20,6 @@ import threading
 import time
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -30,23 +29,23 @@ from std_srvs.srv import Trigger
 from ..codec import ImageFormatError
 from ..cover import CloudCover, Frame
 from ..diagnostics import ERROR, OK, WARN, Report, SegmenterReporter
-from ..models import REGISTRY, resolve_device
 from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
-from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter
+from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, device_name, set_threads
 from ..weights import WeightsError
+from ..zoo import ZOO
 from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
                          qos, run_node, to_ns)
 
 STATUS_NAME = "scannernet_ros: segmenter"
 
 
-def load_segmenter(model: str, device: torch.device, line_rate_hz: float, reset_gap_lines: int) -> LineSegmenter:
+def load_segmenter(model: str, device: str, line_rate_hz: float, reset_gap_lines: int) -> LineSegmenter:
     """A LineSegmenter for ``model``, or a ParameterError that names the parameter and the choices."""
     try:
         return LineSegmenter.from_file(model, device, line_rate_hz=line_rate_hz, reset_gap_lines=reset_gap_lines)
     except (WeightsError, ValueError) as exc:
-        shipped = ", ".join(REGISTRY)
+        shipped = ", ".join(ZOO)
         raise ParameterError(f"parameter 'model' = {model!r}: {exc} (shipped models: {shipped}; "
                              "or give a path to a .safetensors file)") from None
 
@@ -60,7 +59,7 @@ class Segmenter(LifecycleNode):
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
         self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud",
                                  (0.0, 1.0), runtime=True)
-        num_threads = declare(self, "num_threads", 1, "CPU threads for the model (0 = PyTorch default)",
+        num_threads = declare(self, "num_threads", 1, "CPU (BLAS) threads for the model (0 = the library default)",
                               (0, 256), runtime=True)
         self.line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
                                  "nominal sensor line rate: turns stamp gaps into missing lines", (1e-3, 1e6), runtime=True)
@@ -79,10 +78,10 @@ class Segmenter(LifecycleNode):
                                      runtime=True)
         autostart = declare(self, "autostart", True, "configure and activate at start-up")
         try:
-            self.device = resolve_device(device)
+            self.device = device_name(device)
         except ValueError as exc:
             raise ParameterError(f"parameter 'device': {exc}") from None
-        self._set_threads(num_threads)
+        set_threads(num_threads)
         self.core: LineSegmenter | None = None
         self.active = False
         self.inactive_lines = 0
@@ -94,7 +93,7 @@ class Segmenter(LifecycleNode):
         apply_at_runtime(self, {
             "threshold": lambda v: lambda: setattr(self, "threshold", v),
             "discard_above": lambda v: lambda: setattr(self, "discard_above", v),
-            "num_threads": lambda v: lambda: self._set_threads(v),
+            "num_threads": lambda v: lambda: set_threads(v),
             "line_rate_hz": self._change_line_rate,
             "reset_gap_lines": self._change_reset_gap,
             "model": self._change_model,
@@ -160,10 +159,6 @@ class Segmenter(LifecycleNode):
         self.core = None
 
     # -- runtime parameters ---------------------------------------------------------------
-
-    def _set_threads(self, n: int) -> None:
-        if n > 0:
-            torch.set_num_threads(n)
 
     def _change_line_rate(self, hz: float):
         def commit() -> None:
@@ -264,7 +259,7 @@ class Segmenter(LifecycleNode):
                             self.configure_error or "unconfigured: no model loaded",
                             {"model": self.model_name, "lines not answered (inactive)": str(self.inactive_lines)})
         else:
-            report = self.reporter.report(self.core, self.diag_period, self.model_name, str(self.device))
+            report = self.reporter.report(self.core, self.diag_period, self.model_name, self.device)
             report.values["lines not answered (inactive)"] = str(self.inactive_lines)
             report.values["threshold"] = f"{self.threshold:g}"
             if not self.active:
