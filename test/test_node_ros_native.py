@@ -332,3 +332,48 @@ def test_cloud_cover_per_frame_stamped_with_its_first_line(ros, random_weights):
     assert [v["lines"] for v, _ in got[:3]] == ["4", "4", "2"]       # the third ends at the stamp gap
     assert all(v["cloud fraction"] == "1.0000" and v["discard"] == "true" for v, _ in got[:3])
     assert got[0][0]["valid pixels"] == str(4 * W)
+
+
+def test_cpu_segmenter_runs_where_importing_torch_fails(ros, random_weights, tmp_path):
+    """The on-board CPU path needs no torch: a segmenter process in which `import torch` raises
+    answers lines with the probabilities of the torch model's own step."""
+    import os
+    import sys
+
+    import rclpy
+    import torch
+    from sensor_msgs.msg import Image
+
+    from scannernet_ros.codec import decode_line
+    from scannernet_ros.nodes.ros_common import NodeThreads
+    from scannernet_ros.streaming import LineSegmenter
+
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this process')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), *sys.path])}
+    ns = "notorch"
+    proc = subprocess.Popen([executable("segmenter"), "--ros-args", "-r", f"__ns:=/{ns}", "-p", f"model:={random_weights}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    node = rclpy.create_node("notorch_probe", namespace=ns)
+    got = {}
+    node.create_subscription(Image, "probability_line", lambda m: got.__setitem__(
+        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, decode_line(m).samples[0].copy()), qos("reliable", 0))
+    pub = node.create_publisher(Image, "scanline", qos("reliable", 0))
+    lines = [_line(i) for i in range(40)]
+    try:
+        with NodeThreads([node]):
+            assert wait_until(lambda: pub.get_subscription_count() >= 1 and node.count_publishers("probability_line") >= 1, 30), \
+                stop(proc)
+            time.sleep(0.5)
+            for msg in lines:
+                pub.publish(msg)
+            assert wait_until(lambda: len(got) == len(lines), 30), f"{len(got)} of {len(lines)} lines answered"
+    finally:
+        logs = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in logs, logs
+    reference = LineSegmenter.from_file(str(random_weights), stepper="plain")   # torch's own step
+    assert torch is not None
+    for i, msg in enumerate(lines):
+        expected = reference.process(decode_line(msg), 1_000_000_000 + i * PERIOD)
+        np.testing.assert_allclose(got[1_000_000_000 + i * PERIOD], expected, atol=1e-6)
