@@ -3,6 +3,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+# The memory table is torchinfo's estimate (the paper's Table 2): a bench extra, not a runtime need.
+pytest.importorskip("torchinfo", reason="torchinfo is not installed (pip install -e '.[bench]')")
+
 
 def run_bench(out, parts: str, *args: str) -> tuple[dict, str]:
     """``scannernet bench`` in a subprocess, as ``make bench`` runs it; the JSON report and stdout."""
