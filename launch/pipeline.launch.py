@@ -47,7 +47,7 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML parameters of the three nodes (launch arguments override it)"),
-        DeclareLaunchArgument("model", default_value="scannernet_small",
+        DeclareLaunchArgument("model", default_value="scannernet",
                               description="registry name (shipped weights) or path to a .safetensors file"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda, cuda:N or auto"),
         DeclareLaunchArgument("source", default_value="synthetic",

@@ -39,7 +39,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("bag", description="a scene bag or a folder of them (scannernet convert)"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML parameters of the three nodes (launch arguments override it)"),
-        DeclareLaunchArgument("model", default_value="scannernet_small", description="registry name or .safetensors path"),
+        DeclareLaunchArgument("model", default_value="scannernet", description="registry name or .safetensors path"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda, cuda:N or auto"),
         DeclareLaunchArgument("threshold", default_value="0.5", description="cloud probability at which a pixel is cloud"),
         DeclareLaunchArgument("rate", default_value="0.0", description="playback speed; 0 = as fast as lossless"),

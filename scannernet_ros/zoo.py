@@ -27,6 +27,11 @@ ZOO: dict[str, Entry] = {
 }
 
 
+# The streaming model with the best cross-validated per-scene IoU (README, "Shipped weights"):
+# what the segmenter, the demo and the launch files run unless told otherwise.
+DEFAULT_MODEL = "scannernet"
+
+
 def tensor_shapes(architecture: str, config: dict, bands: int) -> dict[str, tuple[int, ...]] | None:
     """The tensors a streaming model's weights hold, by name; None for the whole-image models
     (their layouts are checked against the torch network when it is built)."""

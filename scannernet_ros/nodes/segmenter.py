@@ -33,7 +33,7 @@ from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
 from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, device_name, set_threads
 from ..weights import WeightsError
-from ..zoo import ZOO
+from ..zoo import DEFAULT_MODEL, ZOO
 from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
                          qos, run_node, to_ns)
 
@@ -54,7 +54,7 @@ class Segmenter(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("segmenter", **kwargs)
-        self.model_name = declare(self, "model", "scannernet_small",
+        self.model_name = declare(self, "model", DEFAULT_MODEL,
                                   "registry name (shipped weights) or path to a .safetensors file", runtime=True)
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
         self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud",
