@@ -168,3 +168,20 @@ def test_synthetic_source_cover_range_reaches_clear_and_overcast():
     assert sum(b.mask.sum() for b in thin) > sum(a.mask.sum() for a in default)
     with pytest.raises(DatasetError, match="LO-HI"):
         load_all(["synthetic:4:64:lots"])
+
+
+def test_image_folder_masks_may_mark_no_data(tmp_path):
+    import numpy as np
+
+    from scannernet_ros.datasets import load_samples
+    image = np.full((8, 8, 3), 100, np.uint8)
+    coded = np.zeros((8, 8), np.uint8)
+    coded[:2], coded[2:4] = 1, 255                      # 0 clear, 1 cloud, 255 no data
+    binary = np.zeros((8, 8), np.uint8)
+    binary[:2] = 255                                    # a common 0/255 mask: 255 is cloud there
+    for name, mask in (("coded", coded), ("binary", binary)):
+        np.save(tmp_path / f"{name}.npy", image)
+        np.save(tmp_path / f"{name}_mask.npy", mask)
+    samples = {s.name: s.mask for s in load_samples(str(tmp_path))}
+    assert (samples["coded"][:2] == 1).all() and (samples["coded"][2:4] == 255).all() and (samples["coded"][4:] == 0).all()
+    assert (samples["binary"][:2] == 1).all() and (samples["binary"][2:] == 0).all()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..normalise import InputSpec, to_reflectance
-from . import ArrayScene, DatasetError, read_tiff
+from . import NO_DATA, ArrayScene, DatasetError, read_tiff
 
 
 def _load(path: Path) -> np.ndarray:
@@ -53,6 +53,17 @@ def read_image_file(path: Path, spec: InputSpec | None = None) -> ArrayScene:
             m = m if m.ndim == 2 else m[..., 0]
             if m.shape != rho.shape[1:]:
                 raise DatasetError(f"{candidate}: mask shape {m.shape} differs from the image's {rho.shape[1:]}")
-            mask = (m > 0).astype(np.uint8)
+            mask = mask_codes(m)
             break
     return ArrayScene(path.stem, np.ascontiguousarray(rho, np.float32), mask)
+
+
+def mask_codes(m: np.ndarray) -> np.ndarray:
+    """A mask file's values as 0 clear, 1 cloud, NO_DATA.
+
+    A mask holding only 0, 1 and 255 marks no data with 255 (the package's own convention); any
+    other mask is read as clear (0) against cloud (anything else), as common 0/255 masks are."""
+    values = np.unique(m)
+    if set(values.tolist()) <= {0, 1, NO_DATA} and 1 in values:
+        return m.astype(np.uint8)
+    return (m > 0).astype(np.uint8)
