@@ -44,5 +44,5 @@ def test_bench_ros_part_runs_both_widths_and_both_rss_rates(tmp_path):
     assert runs[("scanline", 384, 225.0)]["latency_ms"]["p50"] > 0
     assert runs[("mask_line", 384, 0.0)]["latency_ms"]["p50"] is None  # stamps are not times when unpaced
     assert [(r["rate_hz"], r["received"]) for r in report["rss"]] == [(225.0, 1200), (0.0, 1200)]
-    assert all(r["rss_end_mb"] > 100 for r in report["rss"])
+    assert all(r["rss_end_mb"] > 20 for r in report["rss"])  # a real process's RSS (python, numpy, rclpy at least)
     assert "One hop, no model" in stdout and "loopback UDP" in stdout and "Segmenter memory over scene length" in stdout

@@ -176,22 +176,27 @@ def test_unwritable_report_path_is_a_clear_error_and_the_node_keeps_running(ros,
 
 
 def test_full_disk_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import safetensors.torch as writer
+
+    import scannernet_ros.train as training
     import scannernet_ros.weights as weights
     from scannernet_ros.train import TrainConfig, train
     cfg = TrainConfig(model="scannernet_small", data=["synthetic:4:32"], batch_size=2, crop=16, strip=8,
                       steps_per_epoch=1, max_epochs=1, out=str(tmp_path / "run"), device="cpu")
     train(cfg, log=lambda *_: None)
-    before = (tmp_path / "run" / "last.safetensors").read_bytes()
-    real = weights.save_file
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("last.safetensors", "train_state.safetensors")}
+    real = writer.save_file
 
     def full(*args, **kwargs):
         real(*args, **kwargs)  # the bytes land in the temporary file...
         raise OSError(28, "No space left on device")  # ...then the disk fills up
-    monkeypatch.setattr(weights, "save_file", full)
+    monkeypatch.setattr(writer, "save_file", full)      # weights files
+    monkeypatch.setattr(training, "save_file", full)    # the checkpoint
     cfg.max_epochs, cfg.resume = 2, True
     with pytest.raises(OSError, match="No space left"):
         train(cfg, log=lambda *_: None)
-    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+    for name, data in before.items():
+        assert (tmp_path / "run" / name).read_bytes() == data
     weights.load_model(tmp_path / "run" / "last.safetensors")
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
