@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Sample, load_all
-from .metrics import Breakdown, Evaluation
 from .train import TrainConfig, train
 from .atomic import atomic_write
 
@@ -55,14 +54,10 @@ def make_folds(scenes: list[str], k: int, seed: int) -> list[list[str]]:
 
 def score(weights: Path, samples: list[Sample]) -> dict:
     """Run one weights file over ``samples`` as the segmenter would; both protocols and the breakdown."""
-    from .evaluate import Predictor
     import torch
-    predictor = Predictor(str(weights), torch.device("cpu"))
-    evaluation, breakdown = Evaluation(), Breakdown()
-    for sample in samples:
-        pred = predictor.probabilities(sample) >= 0.5
-        evaluation.add(sample.scene, pred, sample.mask)
-        breakdown.add(pred, sample.mask, sample.thin)
+
+    from .evaluate import Predictor, score_samples
+    evaluation, breakdown = score_samples(Predictor(str(weights), torch.device("cpu")), samples)
     report = evaluation.report()
     return {"pooled": report["pooled"], "per_scene_mean": report["per_scene_mean"],
             "scenes": report["scenes"], "breakdown": breakdown.report()}

@@ -47,6 +47,20 @@ class Predictor:
             return torch.sigmoid(self.net(x))[0, 0].float().cpu().numpy()
 
 
+def score_samples(predictor: Predictor, samples: list[Sample], threshold: float = 0.5,
+                  keep=None) -> tuple[Evaluation, Breakdown]:
+    """One model over ``samples``: both protocols' confusion matrices and the failure breakdown.
+    ``keep(i, mask)`` sees each predicted mask (for figures)."""
+    evaluation, breakdown = Evaluation(), Breakdown()
+    for i, sample in enumerate(samples):
+        pred = predictor.probabilities(sample) >= threshold
+        evaluation.add(sample.scene, pred, sample.mask)
+        breakdown.add(pred, sample.mask, sample.thin)
+        if keep is not None:
+            keep(i, pred)
+    return evaluation, breakdown
+
+
 def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0.5, device: str = "cpu",
              panels: int = 4, nonempty_only: bool = False, log=print) -> dict:
     samples = load_all(data, nonempty_only)
@@ -56,13 +70,8 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
     out.mkdir(parents=True, exist_ok=True)
     results, shown = {}, {}
     for p in predictors:
-        evaluation, breakdown = Evaluation(), Breakdown()
-        for i, sample in enumerate(samples):
-            pred = p.probabilities(sample) >= threshold
-            evaluation.add(sample.scene, pred, sample.mask)
-            breakdown.add(pred, sample.mask, sample.thin)
-            if i < panels:
-                shown.setdefault(i, []).append(pred)
+        evaluation, breakdown = score_samples(
+            p, samples, threshold, keep=lambda i, pred: shown.setdefault(i, []).append(pred) if i < panels else None)
         report = evaluation.report()
         results[p.name] = {
             "architecture": p.info.architecture, "weights": str(p.path), "trained": p.info.trained,

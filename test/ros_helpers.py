@@ -48,3 +48,14 @@ def stop(proc: subprocess.Popen) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.communicate()[0] if proc.stdout else ""
+
+
+def call(client, request, timeout: float = 10.0, attempts: int = 5):
+    """A service call that is safe to repeat (get a state, set a parameter to a value, reset),
+    repeated until it is answered: right after discovery the server's reply writer may not yet
+    have matched this client, and DDS then drops the first replies."""
+    for _ in range(attempts):
+        response = client.call(request, timeout_sec=timeout)
+        if response is not None:
+            return response
+    raise AssertionError(f"{client.srv_name}: no answer to {attempts} calls of {timeout} s")

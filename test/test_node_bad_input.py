@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ros_helpers import image, params, wait_until
+from ros_helpers import call, image, params, wait_until
 from scannernet_ros.nodes.ros_common import qos
 
 PERIOD = 4_444_444
@@ -74,7 +74,7 @@ def test_live_segmenter_counts_bad_lines_and_answers_every_valid_one(ros, random
         sent.append(1_000_000_000 + 2 * PERIOD)
         # reset service while lines flow
         assert client.wait_for_service(10)
-        response = client.call(Trigger.Request(), timeout_sec=10)
+        response = call(client, Trigger.Request())
         assert response is not None and response.success
         for j in range(3, 23):  # continue the restarted schedule: no gap, no further reset
             pub.publish(_valid(j, width=W + 16))

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_helpers import executable, image, start, stop, wait_until
+from ros_helpers import call, executable, image, start, stop, wait_until
 from scannernet_ros.nodes.ros_common import qos
 
 PERIOD = 4_444_444
@@ -29,9 +29,8 @@ def _set(node, service: str, **values):
     client = node.create_client(SetParameters, service)
     assert client.wait_for_service(20), f"{service} not available"
     request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-    response = client.call(request, timeout_sec=20)
+    response = call(client, request)   # setting the same values again is harmless
     node.destroy_client(client)
-    assert response is not None, f"{service}: no answer"
     return response.results
 
 
@@ -117,15 +116,21 @@ def test_lifecycle_transitions_through_the_services(ros, random_weights):
     get = client.create_client(GetState, "segmenter/get_state")
 
     def state() -> int:
-        return get.call(GetState.Request(), timeout_sec=10).current_state.id
+        return call(get, GetState.Request()).current_state.id
 
     def transition(tid: int) -> bool:
-        return change.call(ChangeState.Request(transition=Transition(id=tid)), timeout_sec=30).success
+        response = change.call(ChangeState.Request(transition=Transition(id=tid)), timeout_sec=30)
+        assert response is not None, "change_state did not answer"
+        return response.success
 
     try:
         with NodeThreads([recorder, client]):
             assert change.wait_for_service(30) and get.wait_for_service(30), stop(seg)
             assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            # a transition the state machine refuses changes nothing: repeat it until change_state
+            # answers, so the real transitions below are not sent before its replies can arrive
+            refused = call(change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+            assert not refused.success and state() == State.PRIMARY_STATE_UNCONFIGURED
             assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
             assert wait_until(lambda: pub.get_subscription_count() >= 1, 20)
             for i in range(5):  # inactive: counted, not answered
@@ -293,6 +298,7 @@ def test_reset_service_answers_every_one_of_1000_concurrent_calls(ros, random_we
     try:
         with NodeThreads([caller]):
             assert client.wait_for_service(30), stop(seg)
+            assert call(client, Trigger.Request()).success   # the reply path is matched before the burst
             futures = [client.call_async(Trigger.Request()) for _ in range(1000)]
             assert wait_until(lambda: all(f.done() for f in futures), 60), \
                 f"{sum(f.done() for f in futures)} of 1000 calls answered"

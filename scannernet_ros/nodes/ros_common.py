@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import difflib
 import gc
-import os
 import sys
 import threading
 from typing import Any, Callable

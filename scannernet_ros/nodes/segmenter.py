@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import Image
@@ -54,6 +55,7 @@ class Segmenter(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("segmenter", **kwargs)
+        self._refuse_impossible_transitions()
         self.model_name = declare(self, "model", DEFAULT_MODEL,
                                   "registry name (shipped weights) or path to a .safetensors file", runtime=True)
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
@@ -105,6 +107,23 @@ class Segmenter(LifecycleNode):
             self.trigger_activate()
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def _refuse_impossible_transitions(self) -> None:
+        """rclpy's change_state service raises (and so ends the process) on a transition that does
+        not exist from the current state, e.g. `ros2 lifecycle set ... activate` while unconfigured;
+        answer it as refused instead, the state unchanged."""
+        for service in self.services:
+            if service.srv_name.endswith("/change_state"):
+                change_state = service.callback
+
+                def guarded(request, response, change_state=change_state):
+                    try:
+                        return change_state(request, response)
+                    except RCLError as exc:
+                        self.get_logger().warn(f"transition {request.transition.id} refused: {exc}".splitlines()[0])
+                        response.success = False
+                        return response
+                service.callback = guarded
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
