@@ -232,7 +232,7 @@ def _replay(tmp_path, random_weights, bags) -> tuple[int, dict, str]:
     report = tmp_path / "report.json"
     ns = f"replay_{abs(hash(str(tmp_path))) % 10**8}"
     seg = start("segmenter", ns, model=random_weights)
-    ev = start("evaluator", ns, report_path=report, settle_s=0.5)
+    ev = start("evaluator", ns, report_path=report, settle_s=2.0)
     player = start("bag_player", ns, bag=bags, rate=0.0, wait_for_subscribers=2)
     try:
         out, _ = ev.communicate(timeout=90)
@@ -253,7 +253,7 @@ def test_evaluator_exit_code_tells_pass_and_fail(tmp_path, random_weights):
     rc, report, logs = _replay(tmp_path, random_weights, bags)
     assert rc == 1 and report["status"] == "FAIL", logs
     assert any("zz_foreign" in r and "std_msgs/msg/String" in r for r in report["reasons"]), report["reasons"]
-    assert report["lines_paired"] == 64, "the good bags still play"
+    assert report["lines_paired"] == 64, ("the good bags still play", report["reasons"], logs)
 
 
 def test_default_segmenter_loses_nothing_of_10000_unpaced_lines(ros, random_weights):

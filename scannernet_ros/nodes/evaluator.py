@@ -25,6 +25,7 @@ from .bag_player import LATCHED, MARKERS
 from .ros_common import declare, diagnostic_array, qos, run_node, to_ns
 
 STATUS_NAME = "scannernet_ros: evaluator"
+MATCH_GRACE_S = 0.5
 
 
 class Evaluator(Node):
@@ -47,6 +48,7 @@ class Evaluator(Node):
         self.create_subscription(Header, "scene", self.on_scene, MARKERS)
         # Ground truth is subscribed only once a segmenter's mask_line is connected: the bag player
         # waits for this subscriber, so playback cannot start while masks would still go unheard.
+        self._matched_at: float | None = None
         self._connect_timer = self.create_timer(0.05, self.connect_truth)
         self.create_subscription(DiagnosticStatus, "replay_summary", self.on_summary, LATCHED)
         self.create_subscription(Empty, "replay_done", self.on_done, LATCHED)
@@ -55,7 +57,15 @@ class Evaluator(Node):
         self._last_line = time.monotonic()   # when a mask or truth line last arrived
 
     def connect_truth(self) -> None:
-        if self.mask_sub.get_publisher_count() >= 1:
+        """Subscribe ground truth (which lets the bag player start) only once the segmenter's
+        mask_line has been matched for MATCH_GRACE_S: matching is seen on this side first, and a
+        mask published before the segmenter's side has matched too would be lost."""
+        if self.mask_sub.get_publisher_count() < 1:
+            self._matched_at = None
+            return
+        now = time.monotonic()
+        self._matched_at = self._matched_at or now
+        if now - self._matched_at >= MATCH_GRACE_S:
             self._connect_timer.cancel()
             self.create_subscription(Image, "gt_line", self.on_truth, qos("reliable", 0))
 
