@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import numpy as np
 from rclpy.parameter import Parameter
@@ -59,3 +60,14 @@ def call(client, request, timeout: float = 10.0, attempts: int = 5):
         if response is not None:
             return response
     raise AssertionError(f"{client.srv_name}: no answer to {attempts} calls of {timeout} s")
+
+
+def prime(pub, recorder, stamp_ns: int, samples: np.ndarray, encoding: str, timeout: float = 20.0) -> None:
+    """Send the line stamped ``stamp_ns`` until its mask comes back.  Discovery is seen on each
+    side at its own time: until the segmenter's mask writer has matched the recorder too, masks
+    published in between go nowhere.  A mask that came back proves the whole path is matched."""
+    end = time.monotonic() + timeout
+    while stamp_ns not in recorder.stamps:
+        assert time.monotonic() < end, "no mask came back: the pipeline never matched"
+        pub.publish(image(stamp_ns, samples, encoding))
+        wait_until(lambda: stamp_ns in recorder.stamps, 1.0)
