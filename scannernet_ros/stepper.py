@@ -118,7 +118,23 @@ class CpuStepper:
         return bool(np.isfinite(self.cell1.c).all() and np.isfinite(self.cell2.c).all())
 
 
-class BaselineStepper:
+class _Stateless:
+    """A per-line model that keeps nothing between lines: only ``logits`` differs."""
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid_(self.logits(x))
+
+    def state_arrays(self) -> tuple[np.ndarray, ...]:
+        return ()
+
+    def finite(self) -> bool:
+        return True
+
+
+class BaselineStepper(_Stateless):
     """The 1D baseline: Conv1d(k9) ReLU, Conv1d(k9) ReLU, Conv1d(k1), each row on its own."""
 
     def __init__(self, tensors: dict[str, np.ndarray], width: int) -> None:
@@ -141,17 +157,8 @@ class BaselineStepper:
         out = np.dot(self.head_w, hidden)[0]
         return np.add(out, self.head_b, out=out)
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid_(self.logits(x))
 
-    def state_arrays(self) -> tuple[np.ndarray, ...]:
-        return ()
-
-    def finite(self) -> bool:
-        return True
-
-
-class ThresholdStepper:
+class ThresholdStepper(_Stateless):
     """Cloud where the mean of the first three bands (R, G, B reflectance) exceeds ``t``."""
 
     SHARPNESS = 50.0  # as models.BrightnessThreshold: probability 0.5 exactly at t
@@ -164,15 +171,6 @@ class ThresholdStepper:
         out = x[:3].mean(axis=0, dtype=np.float32)
         np.subtract(out, self.t, out=out)
         return np.multiply(out, self.SHARPNESS, out=out)
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        return _sigmoid_(self.logits(x))
-
-    def state_arrays(self) -> tuple[np.ndarray, ...]:
-        return ()
-
-    def finite(self) -> bool:
-        return True
 
 
 def make_cpu_stepper(architecture: str, tensors: dict[str, np.ndarray], config: dict, width: int, bands: int):
