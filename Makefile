@@ -11,7 +11,7 @@ OUT    ?= out
 
 $(STAMP): setup.py setup.cfg package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[standalone,test,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[standalone,test,bench,export]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -28,7 +28,7 @@ from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, set_threads
 from .weights import ModelInfo
 
 SIZE = 384
-PARTS = ("memory", "latency", "swath", "ros")
+PARTS = ("memory", "latency", "step", "swath", "ros")
 SWATH = 6916  # Landsat 8 OLI pixels per line
 PAPER_TABLE4_MS = {"cunetpp": (638.6, 27.9), "cfcn": (296.1, 11.1), "scannernet": (91.5, 4.6),
                    "scannernet_small": (80.3, 4.5)}
@@ -191,7 +191,69 @@ def latency_table(runs: int) -> tuple[list, list]:
     return rows, data
 
 
-# -- 3. full swath ---------------------------------------------------------------------------
+# -- 3. the model step against its floor ----------------------------------------------------
+
+def _ms(t: dict) -> str:
+    return f"{t['p50'] * 1e3:.1f}"
+
+
+def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple[list, list]:
+    """One line of the shipped model, one thread, every way this machine can run it, in one run:
+    the two gate GEMMs alone (the floor: the same multiply-adds, nothing else), plain torch, the
+    exported step in onnxruntime, the project's numpy step back to back and paced at the line rate,
+    and the whole LineSegmenter.process (decode, checks, normalisation, step) paced likewise."""
+    from .normalise import Normaliser
+    from .stepper import CpuStepper
+    from .torch_stepper import make_torch_stepper
+    from .weights import load_model, read_weights, resolve_model_path
+    set_threads(1)
+    path = resolve_model_path(model)
+    info, tensors = read_weights(path)
+    stepper = CpuStepper(tensors, width)
+    line = _line(width)
+    x = Normaliser(info.input)(line.samples.astype(np.float32), line.kind).copy()
+    stepper.probabilities(x)
+    convs = (stepper.cell1.conv, stepper.cell2.conv)
+
+    def gemms() -> None:
+        for conv in convs:
+            np.dot(conv.w, conv.all_cols, out=conv.out)
+    net, _ = load_model(path)
+    plain = make_torch_stepper(net, width, torch.device("cpu"), "plain")
+    fused = make_torch_stepper(net, width, torch.device("cpu"), "torch")
+    seg = LineSegmenter.from_file(str(path), reset_gap_lines=0)
+    stamps = iter(range(0, 1 << 62, seg.line_period_ns))
+    pause = 1.0 / LANDSAT8_LINE_RATE_HZ
+    cases = [("GEMM floor: the two gate GEMMs alone (numpy BLAS)", lambda: timed(gemms, runs)),
+             ("torch, the model's own step (eager)", lambda: timed(lambda: plain.probabilities(x), runs)),
+             ("torch, fused step on preallocated tensors", lambda: timed(lambda: fused.probabilities(x), runs))]
+    try:
+        from .export import OnnxStep, export
+        with tempfile.TemporaryDirectory() as folder:
+            onnx_step = OnnxStep(export(str(path), Path(folder)))
+        refl = line.samples.astype(np.float32) * info.input.dn_gain + info.input.dn_offset
+        cases.append(("onnxruntime, the exported step (CPU provider, 1 thread)", lambda: timed(lambda: onnx_step(refl), runs)))
+    except ValueError as exc:  # ExportError: onnx or onnxruntime not installed
+        print(f"onnxruntime row left out: {exc}")
+    cases += [("numpy step (this package), back to back", lambda: timed(lambda: stepper.probabilities(x), runs)),
+              (f"numpy step, one line per {pause * 1e3:.1f} ms (paced)",
+               lambda: timed(lambda: stepper.probabilities(x), runs, pause_s=pause)),
+              ("LineSegmenter.process (uint16 line in), back to back",
+               lambda: timed(lambda: seg.process(line, next(stamps)), runs)),
+              (f"LineSegmenter.process, one line per {pause * 1e3:.1f} ms (paced)",
+               lambda: timed(lambda: seg.process(line, next(stamps)), runs, pause_s=pause))]
+    data = []
+    for name, fn in cases:
+        data.append({"case": name, **fn()})
+    floor = data[0]["p50"]
+    rows = [("way to run one line", "p50 us", "mean us", "p99 us", "p50 / GEMM floor")]
+    for d in data:
+        d["ratio_to_floor"] = d["p50"] / floor
+        rows.append((d["case"], _ms(d), f"{d['mean'] * 1e3:.1f}", f"{d['p99'] * 1e3:.1f}", f"{d['ratio_to_floor']:.2f}x"))
+    return rows, data
+
+
+# -- 4. full swath ---------------------------------------------------------------------------
 
 def swath_table(lines: int) -> tuple[list, list]:
     rows = [("model", "device", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
@@ -208,11 +270,13 @@ def swath_table(lines: int) -> tuple[list, list]:
     return rows, data
 
 
-# -- 4./5. end to end over ROS 2 --------------------------------------------------------------
+# -- 5./6. end to end over ROS 2 --------------------------------------------------------------
 
 def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str, list]], dict]:
     """The ROS 2 tables (title, rows) and their data."""
-    from .nodes.bench_ros import SEGMENTER_REPORT_S, end_to_end, rss_over_length, udp_floor
+    from .nodes.bench_ros import SEGMENTER_REPORT_S, end_to_end, rss_over_length, start_to_first_mask, udp_floor
+    from .weights import resolve_model_path
+    from .zoo import DEFAULT_MODEL
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
              "stamp->mask p50 ms", "p99 ms", "max ms", "lines/s", "in segmenter: stamp->receive p50 ms",
@@ -236,15 +300,23 @@ def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str
                              *(fmt(r["latency_ms"][k]) for k in ("p50", "p99", "max"))))
     rss = [rss_over_length(weights, long_lines, rate) for rate in (LANDSAT8_LINE_RATE_HZ, 0.0)]
     rss_rows = [("camera rate", "received", "segmenter RSS after 1,000 lines MB", f"after {long_lines // 2:,} lines MB",
-                 f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB")]
+                 f"after {long_lines:,} lines MB", "growth 1,000 -> end MB", "growth second half MB",
+                 "libtorch mapped")]
     for r in rss:
         rss_rows.append((f"{r['rate_hz']:.0f} Hz" if r["rate_hz"] else "max (lossless)", f"{r['received']:,}",
                          f"{r['rss_1000_mb']:.1f}", f"{r['rss_half_mb']:.1f}", f"{r['rss_end_mb']:.1f}",
-                         f"{r['rss_end_mb'] - r['rss_1000_mb']:.2f}", f"{r['rss_end_mb'] - r['rss_half_mb']:.2f}"))
+                         f"{r['rss_end_mb'] - r['rss_1000_mb']:.2f}", f"{r['rss_end_mb'] - r['rss_half_mb']:.2f}",
+                         "yes" if r["libtorch_mapped"] else "no"))
+    start = start_to_first_mask(resolve_model_path(DEFAULT_MODEL))
+    start_rows = [("model", "runs", "answered", "median s", "each run s"),
+                  (DEFAULT_MODEL, str(start["runs"]), str(start["answered"]), fmt(start["median_s"]),
+                   ", ".join(f"{v:.2f}" for v in start["seconds"]))]
     return ([("End to end over ROS 2 (camera, segmenter and observer in separate processes, reliable QoS; "
               f"the last two columns: medians over the segmenter's own {SEGMENTER_REPORT_S:g} s diagnostics)", rows),
              ("One hop, no model: the camera's schedule to a second process", hop_rows),
-             ("Segmenter memory over scene length", rss_rows)], {"end_to_end": data, "rss": rss})
+             ("Segmenter memory over scene length", rss_rows),
+             ("Start-up: segmenter executable started -> first mask line received (CPU, shipped weights)",
+              start_rows)], {"end_to_end": data, "rss": rss, "start_to_first_mask": start})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -274,6 +346,10 @@ def run(args: argparse.Namespace) -> int:
                 f"ScannerNet Small {small_ratio:.0f}x (the paper's Jetson figure for Small vs C-FCN: 3.7x)")
         print("\n" + text)
         md.extend([text, ""])
+    if "step" in parts:
+        rows, report["step"] = step_table(max(args.runs, 1000))
+        section(f"The model step against its floor ({SIZE} px, one thread, shipped scannernet, p50 over "
+                f"{max(args.runs, 1000) - 10} lines)", rows)
     if "swath" in parts:
         rows, report["swath"] = swath_table(args.swath_lines)
         section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)

@@ -60,6 +60,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import run
+    return run(args)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
     convert(args.source, args.out, args.encoding, args.storage, args.per_patch, args.clean_partial)
@@ -88,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "score models under both 38-Cloud protocols, with figures", "evaluate", cmd_evaluate),
         ("cv", "K-fold cross-validation by scene: the table that picks recipes and the default model", "cv", cmd_cv),
         ("bench", "the paper's Tables 2 and 4 here, full swath, end to end over ROS 2", "bench_args", cmd_bench),
+        ("export", "a streaming model's per-line step as ONNX (state as inputs and outputs, dynamic width)",
+         "export", cmd_export),
     ):
         p = sub.add_parser(name, help=help_)
         importlib.import_module(f".{arguments}", __package__).add_arguments(p)

@@ -21,7 +21,7 @@ from ..camera import encode_rows
 from ..pacing import poll_until, wait_until_ns
 from ..scenes.synthetic import SyntheticScene
 from .recorder import Recorder
-from .ros_common import NodeThreads
+from .ros_common import NodeThreads, from_ns, line_image, qos
 from .segmenter import STATUS_NAME as SEGMENTER_STATUS
 
 SEGMENTER_REPORT_S = 0.5  # the segmenter's diagnostics period in the runs: its own view of each line
@@ -192,9 +192,50 @@ def rss_over_length(weights: Path, lines: int, rate: float) -> dict:
             for mark in (1000, lines // 2, lines):
                 recorder.wait_for(mark, 60 + mark * (2 / rate if rate else 0.02))
                 samples[mark] = proc.memory_info().rss / 2**20
+            torch_mapped = _maps_torch(segmenter.pid)
             received = len(recorder.stamps)
     finally:
         _stop(camera, segmenter)
         rclpy.try_shutdown()
     return {"lines": lines, "rate_hz": rate, "received": received, "rss_1000_mb": samples[1000],
-            "rss_half_mb": samples[lines // 2], "rss_end_mb": samples[lines]}
+            "rss_half_mb": samples[lines // 2], "rss_end_mb": samples[lines], "libtorch_mapped": torch_mapped}
+
+
+def _maps_torch(pid: int) -> bool:
+    """Whether a process has libtorch (or any torch library) mapped: the on-board path must not."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def start_to_first_mask(weights: Path, runs: int = 3) -> dict:
+    """Seconds from starting the segmenter executable to its first mask line, as a consumer sees it:
+    interpreter start, imports, weights, ROS discovery and the first line.  A line is offered every
+    5 ms from before the start, so the figure does not wait on a camera."""
+    from std_msgs.msg import Header
+    from sensor_msgs.msg import Image
+    seconds = []
+    samples = np.full((4, 384), 20000, np.uint16)
+    for run in range(runs):
+        ns = f"bench_start_{os.getpid()}_{run}"
+        rclpy.init()
+        segmenter = None
+        try:
+            recorder = Recorder("bench_start", gt_topic=None, keep_lines=False, namespace=ns)
+            pub = recorder.create_publisher(Image, "scanline", qos("reliable", 10))
+            with NodeThreads([recorder]):
+                t0 = time.perf_counter()
+                segmenter = _start("segmenter", ns, model=weights)
+                stamp = time.time_ns()
+                while not recorder.stamps and time.perf_counter() - t0 < 60:
+                    stamp += 4_444_444
+                    pub.publish(line_image(Header(stamp=from_ns(stamp), frame_id="bench"), samples, "16UC4"))
+                    time.sleep(0.005)
+                if recorder.stamps:
+                    seconds.append(time.perf_counter() - t0)
+        finally:
+            _stop(segmenter)
+            rclpy.try_shutdown()
+    return {"runs": runs, "answered": len(seconds), "seconds": seconds,
+            "median_s": float(np.median(seconds)) if seconds else None}
