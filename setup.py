@@ -54,7 +54,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "scannernet = scannernet_ros.cli:main",
+            "scannernet = scannernet_ros.tools.cli:main",
             "pushbroom_camera = scannernet_ros.executables:pushbroom_camera",
             "segmenter = scannernet_ros.executables:segmenter",
             "waterfall = scannernet_ros.executables:waterfall",

@@ -10,7 +10,7 @@ each equal to the torch model's ``step`` to 1e-6 (tested where torch is present)
 - :class:`BaselineStepper` (the 1D baseline): two convolutions and a 1x1 head, no state.
 - :class:`ThresholdStepper` (the brightness reference): the mean of R, G, B reflectance against t.
 
-CUDA and the model's own ``step`` (what these are checked against) are in :mod:`.torch_stepper`.
+CUDA and the model's own ``step`` (what these are checked against) are in :mod:`.learning.torch_stepper`.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def device_name(device: str) -> str:
     """``cpu`` without torch; any other device is checked by torch (imported only then)."""
     if device == "cpu":
         return "cpu"
-    from .models import resolve_device
+    from .learning.models import resolve_device
     return str(resolve_device(device))
 
 
@@ -114,7 +114,7 @@ class LineSegmenter:
             return make_cpu_stepper(self.info.architecture, self.tensors, self.info.config, width, len(self.bands))
         import torch
 
-        from .torch_stepper import make_torch_stepper
+        from .learning.torch_stepper import make_torch_stepper
         kind = "torch" if self.stepper_kind == "auto" else self.stepper_kind
         return make_torch_stepper(self.model, width, torch.device(self.device), kind)
 

@@ -103,7 +103,7 @@ def check_config(architecture: str, config: dict) -> None:
 
 
 def build_from_info(info: ModelInfo) -> "nn.Module":
-    from .models import build_model
+    from .learning.models import build_model
     return build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
 
 

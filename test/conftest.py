@@ -41,7 +41,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory) -> Path:
     """An untrained ScannerNet file: the tests check plumbing and equality, not accuracy."""
-    from scannernet_ros.models import build_model
+    from scannernet_ros.learning.models import build_model
     from scannernet_ros.weights import ModelInfo, save_model
     from scannernet_ros.normalise import InputSpec, Normaliser
     from scannernet_ros.scenes.synthetic import SyntheticScene

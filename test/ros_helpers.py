@@ -10,7 +10,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from scannernet_ros.nodes.bench_ros import executable as installed
+from scannernet_ros.tools.bench_ros import executable as installed
 from scannernet_ros.nodes.ros_common import from_ns, line_image
 from scannernet_ros.pacing import poll_until as wait_until  # noqa: F401 - the tests' name for it
 

@@ -84,15 +84,15 @@ def test_foreign_type_on_a_known_topic_is_one_error_naming_bag_and_topic(tmp_pat
         writer.write(conn, 1, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
     with pytest.raises(BagError, match=f"foreign: topic {SCANLINE} has type std_msgs/msg/String"):
         list(read_bag(tmp_path / "foreign"))
-    from scannernet_ros.cli import main
+    from scannernet_ros.tools.cli import main
     assert main(["evaluate", "--models", "scannernet_small", "--data", str(tmp_path / "foreign"),
                  "--out", str(tmp_path / "ev")]) == 2
 
 
 def test_partial_staging_is_never_data_and_convert_cleans_it_on_request(tmp_path, capsys):
     from scannernet_ros.bags import BagError, find_bags
-    from scannernet_ros.cli import main
-    from scannernet_ros.convert import convert
+    from scannernet_ros.tools.cli import main
+    from scannernet_ros.tools.convert import convert
     out = tmp_path / "bags"
     convert("synthetic:1:32", str(out))
     bag = next(out.iterdir())

@@ -11,7 +11,7 @@ pytest.importorskip("torchinfo", reason="torchinfo is not installed (pip install
 
 def run_bench(out, parts: str, *args: str) -> tuple[dict, str]:
     """``scannernet bench`` in a subprocess, as ``make bench`` runs it; the JSON report and stdout."""
-    result = subprocess.run([sys.executable, "-m", "scannernet_ros.cli", "bench", "--parts", parts, *args,
+    result = subprocess.run([sys.executable, "-m", "scannernet_ros.tools.cli", "bench", "--parts", parts, *args,
                              "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     name = "bench_" + "_".join(sorted(parts.split(","))) + ".json"

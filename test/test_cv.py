@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from scannernet_ros.cv import make_folds, stratum
-from scannernet_ros.datasets import Sample
+from scannernet_ros.tools.cv import make_folds, stratum
+from scannernet_ros.learning.datasets import Sample
 from scannernet_ros.metrics import NO_DATA, Breakdown, Evaluation, edge_band
-from scannernet_ros.train import fit_threshold
+from scannernet_ros.learning.train import fit_threshold
 
 BIOME_SCENES = [f"{b}_{i:02d}" for b in ("Barren", "Forest", "Water", "SnowIce") for i in range(5)] + [
     "LC08_L1TP_002053_20160520_20170324_01_T1"]
@@ -97,7 +97,7 @@ def test_breakdown_thin_thick_edges_and_warmup():
 def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     import json
 
-    from scannernet_ros.cli import main
+    from scannernet_ros.tools.cli import main
     out = tmp_path / "cv"
     rc = main(["cv", "--data", "synthetic:6:40:0.3-1.0", "--models", "baseline1d", "--folds", "2",
                "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)])

@@ -7,7 +7,7 @@ from PIL import Image
 
 def test_demo_runs_the_pipeline_and_writes_the_png(tmp_path, random_weights):
     result = subprocess.run(
-        [sys.executable, "-m", "scannernet_ros.cli", "demo", "--model", str(random_weights), "--width", "96",
+        [sys.executable, "-m", "scannernet_ros.tools.cli", "demo", "--model", str(random_weights), "--width", "96",
          "--length", "150", "--line-rate", "0", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

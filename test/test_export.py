@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from scannernet_ros.cli import main
+from scannernet_ros.tools.cli import main
 from scannernet_ros.scenes.synthetic import SyntheticScene
 from scannernet_ros.streaming import LineSegmenter
 
 pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
 pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 
-from scannernet_ros.export import ExportError, OnnxStep, export, verify  # noqa: E402
+from scannernet_ros.tools.export import ExportError, OnnxStep, export, verify  # noqa: E402
 
 
 @pytest.mark.parametrize("model", ["scannernet", "scannernet_small", "baseline1d", "threshold"])

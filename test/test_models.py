@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scannernet_ros.models import (REGISTRY, ConvLSTM1d, build_model, count_parameters,
+from scannernet_ros.learning.models import (REGISTRY, ConvLSTM1d, build_model, count_parameters,
                                    resolve_device, state_bytes_per_pixel)
 from conftest import needs_cuda
 
@@ -116,7 +116,7 @@ def test_cuda_streaming_matches_cpu(name):
 
 
 def test_widening_small_into_scannernet_keeps_the_function():
-    from scannernet_ros.models import widen
+    from scannernet_ros.learning.models import widen
     torch.manual_seed(0)
     small, big = build_model("scannernet_small").eval(), build_model("scannernet").eval()
     x = torch.randn(2, 3, 30, 40)

@@ -23,7 +23,7 @@ def test_overload_with_best_effort_stays_current_counts_drops_and_recovers(ros, 
     import rclpy
     from sensor_msgs.msg import Image
 
-    from scannernet_ros.models import build_model
+    from scannernet_ros.learning.models import build_model
     from scannernet_ros.nodes.recorder import Recorder
     from scannernet_ros.nodes.ros_common import NodeThreads, qos
     from scannernet_ros.weights import ModelInfo, save_model
@@ -129,7 +129,7 @@ def test_segmenter_killed_and_restarted_resumes_with_fresh_state(ros, random_wei
 
 
 def test_source_restarted_stamps_go_backwards_and_reset_is_counted(ros, random_weights, tmp_path):
-    from scannernet_ros.convert import convert
+    from scannernet_ros.tools.convert import convert
     from scannernet_ros.nodes.bag_player import BagPlayer
     from scannernet_ros.nodes.recorder import Recorder
     from scannernet_ros.nodes.ros_common import NodeThreads
@@ -151,7 +151,7 @@ def test_source_restarted_stamps_go_backwards_and_reset_is_counted(ros, random_w
 
 
 def test_unwritable_report_path_is_a_clear_error_and_the_node_keeps_running(ros, random_weights, tmp_path):
-    from scannernet_ros.convert import convert
+    from scannernet_ros.tools.convert import convert
     from scannernet_ros.nodes.bag_player import BagPlayer
     from scannernet_ros.nodes.evaluator import Evaluator
     from scannernet_ros.nodes.recorder import Recorder
@@ -178,9 +178,9 @@ def test_unwritable_report_path_is_a_clear_error_and_the_node_keeps_running(ros,
 def test_full_disk_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     import safetensors.torch as writer
 
-    import scannernet_ros.train as training
+    import scannernet_ros.learning.train as training
     import scannernet_ros.weights as weights
-    from scannernet_ros.train import TrainConfig, train
+    from scannernet_ros.learning.train import TrainConfig, train
     cfg = TrainConfig(model="scannernet_small", data=["synthetic:4:32"], batch_size=2, crop=16, strip=8,
                       steps_per_epoch=1, max_epochs=1, out=str(tmp_path / "run"), device="cpu")
     train(cfg, log=lambda *_: None)
@@ -220,6 +220,6 @@ def test_cli_failures_are_one_clear_line(tmp_path, random_weights, argv, culprit
     mcap.write_bytes(mcap.read_bytes()[:1000])
     subs = {"weights": random_weights, "bad_tif": bad_tif, "corrupt": corrupt, "truncated_bag": tmp_path / "bag", "tmp": tmp_path}
     argv = [a.format(**subs) for a in argv]
-    result = subprocess.run([sys.executable, "-m", "scannernet_ros.cli", *argv], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "scannernet_ros.tools.cli", *argv], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert culprit in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from ros_helpers import params, wait_until
-from scannernet_ros.convert import convert
-from scannernet_ros.evaluate import evaluate
+from scannernet_ros.tools.convert import convert
+from scannernet_ros.tools.evaluate import evaluate
 
 
 def test_replay_report_equals_offline_evaluation(ros, random_weights, tmp_path):

@@ -210,7 +210,7 @@ def test_three_nodes_interrupted_together_while_lines_flow(random_weights):
 
 
 def test_bag_player_exits_cleanly_on_sigint(tmp_path):
-    from scannernet_ros.convert import convert
+    from scannernet_ros.tools.convert import convert
     convert("synthetic:1:64", str(tmp_path / "bags"))
     rc, out, took = _interrupt("bag_player", "sig_bag", 1.5, signal.SIGINT, bag=str(tmp_path / "bags"))
     assert rc == 0 and "Traceback" not in out and took < 2.0, out
@@ -246,7 +246,7 @@ def _replay(tmp_path, random_weights, bags) -> tuple[int, dict, str]:
 
 
 def test_evaluator_exit_code_tells_pass_and_fail(tmp_path, random_weights):
-    from scannernet_ros.convert import convert
+    from scannernet_ros.tools.convert import convert
     bags = tmp_path / "bags"
     convert("synthetic:2:32", str(bags))
     rc, report, logs = _replay(tmp_path, random_weights, bags)

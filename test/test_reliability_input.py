@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scannernet_ros.codec import ENCODINGS, MAX_WIDTH, ImageFormatError, decode_line
-from scannernet_ros.models import build_model
+from scannernet_ros.learning.models import build_model
 from scannernet_ros.streaming import LineSegmenter
 from scannernet_ros.weights import ModelInfo
 

@@ -101,7 +101,7 @@ def test_missing_band_file_is_named(tmp_path):
 
 @needs_biome
 def test_real_biome_patches():
-    from scannernet_ros.datasets import load_samples
+    from scannernet_ros.learning.datasets import load_samples
     samples = load_samples(str(BIOME))
     assert len(samples) == 31
     for s in samples:
@@ -149,7 +149,7 @@ def test_test_split_scene_takes_its_mask_from_entire_scene_gts(tmp_path):
 
 
 def test_plain_folder_of_images_with_masks(tmp_path):
-    from scannernet_ros.datasets import load_samples
+    from scannernet_ros.learning.datasets import load_samples
     for i in range(2):
         np.save(tmp_path / f"img{i}.npy", np.random.default_rng(i).random((4, 6, 5)).astype(np.float32))
         np.save(tmp_path / f"img{i}.mask.npy", np.eye(6, 5, dtype=np.uint8))
@@ -158,7 +158,7 @@ def test_plain_folder_of_images_with_masks(tmp_path):
 
 
 def test_synthetic_source_cover_range_reaches_clear_and_overcast():
-    from scannernet_ros.datasets import load_all
+    from scannernet_ros.learning.datasets import load_all
     wide = [s.mask.mean() for s in load_all(["synthetic:40:64:0-1.6"])]
     assert min(wide) < 0.05 and max(wide) > 0.95
     default, explicit = load_all(["synthetic:3:64"]), load_all(["synthetic:3:64:0.15-0.65"])
@@ -173,7 +173,7 @@ def test_synthetic_source_cover_range_reaches_clear_and_overcast():
 def test_image_folder_masks_may_mark_no_data(tmp_path):
     import numpy as np
 
-    from scannernet_ros.datasets import load_samples
+    from scannernet_ros.learning.datasets import load_samples
     image = np.full((8, 8, 3), 100, np.uint8)
     coded = np.zeros((8, 8), np.uint8)
     coded[:2], coded[2:4] = 1, 255                      # 0 clear, 1 cloud, 255 no data

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from scannernet_ros.codec import Line
-from scannernet_ros.models import build_model
+from scannernet_ros.learning.models import build_model
 from scannernet_ros.normalise import InputSpec, Normaliser
 from scannernet_ros.streaming import LineSegmenter
 from scannernet_ros.weights import ModelInfo
@@ -89,7 +89,7 @@ def test_memory_does_not_grow_with_lines():
 @pytest.mark.parametrize("width", [1, 5, 384, 2100])
 def test_numpy_steppers_agree_with_model_step(name, width):
     from scannernet_ros.stepper import make_cpu_stepper
-    from scannernet_ros.torch_stepper import ModelStepper
+    from scannernet_ros.learning.torch_stepper import ModelStepper
     torch.manual_seed(7)
     net = build_model(name).eval()
     tensors = {k: v.detach().numpy() for k, v in net.state_dict().items()}
@@ -105,7 +105,7 @@ def test_numpy_steppers_agree_with_model_step(name, width):
 
 @pytest.mark.parametrize("width", [1, 384])
 def test_fused_torch_stepper_agrees_with_model_step(width):
-    from scannernet_ros.torch_stepper import FusedStepper, ModelStepper
+    from scannernet_ros.learning.torch_stepper import FusedStepper, ModelStepper
     torch.manual_seed(7)
     net = build_model("scannernet").eval()
     cpu = torch.device("cpu")

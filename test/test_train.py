@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from scannernet_ros.train import TrainConfig, train
+from scannernet_ros.learning.train import TrainConfig, train
 from scannernet_ros.weights import load_model
 
 
@@ -56,7 +56,7 @@ def test_resume_is_exact_whatever_was_written_last(tmp_path):
 
 
 def test_resume_with_another_model_or_a_broken_checkpoint_is_one_line_exit_2(tmp_path, capsys):
-    from scannernet_ros.cli import main
+    from scannernet_ros.tools.cli import main
     base = ["train", "--data", "synthetic:6:48", "--batch-size", "4", "--crop", "32", "--strip", "8",
             "--steps-per-epoch", "1", "--max-epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
     assert main([*base, "--model", "scannernet_small"]) == 0
@@ -82,7 +82,7 @@ def test_torchrun_two_cpu_processes(tmp_path, stopping):
     """DistributedDataParallel over gloo, two processes, a few steps; both ranks stop together,
     also when rank 0's validation ends the run early."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "scannernet_ros.train", "--model", "scannernet_small", "--data", "synthetic:6:48",
+           "-m", "scannernet_ros.learning.train", "--model", "scannernet_small", "--data", "synthetic:6:48",
            "--batch-size", "4", "--crop", "32", "--strip", "8", "--steps-per-epoch", "2",
            *stopping, "--device", "cpu", "--out", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scannernet_ros.models import build_model
+from scannernet_ros.learning.models import build_model
 from scannernet_ros.normalise import InputSpec
 from scannernet_ros.weights import ModelInfo, WeightsError, load_model, resolve_model_path, save_model
 

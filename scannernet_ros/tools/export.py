@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import ModelInfo, read_weights, resolve_model_path
+from ..weights import ModelInfo, read_weights, resolve_model_path
 
 FORMATS = ("onnx",)
 FORMAT_TAG = "scannernet_ros.onnx_step/1"
@@ -136,7 +136,7 @@ def step_model(info: ModelInfo, tensors: dict[str, np.ndarray], weights_sha256: 
         hidden = g.op("Relu", [g.conv(hidden, tensors["body.2.weight"], tensors["body.2.bias"], "conv2")])[0]
         logits = g.conv(hidden, tensors["body.4.weight"], tensors["body.4.bias"], "head")
     else:  # threshold: (mean of R, G, B - t) * sharpness, as ThresholdStepper
-        from .stepper import ThresholdStepper
+        from ..stepper import ThresholdStepper
         rgb = g.op("Slice", [x, g.const("start", np.array([0], np.int64)), g.const("end", np.array([3], np.int64)),
                              g.const("axis", np.array([1], np.int64))])[0]
         mean_rgb = g.op("ReduceMean", [rgb], axes=[1], keepdims=1)[0]  # axes an attribute up to opset 17
@@ -164,7 +164,7 @@ def export(model: str, out_dir: Path, fmt: str = "onnx") -> Path:
     proto = step_model(info, tensors, sha256(path))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{path.stem}.onnx"
-    from .atomic import atomic_write
+    from ..atomic import atomic_write
     atomic_write(target, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
     return target
 
@@ -209,8 +209,8 @@ class OnnxStep:
 def verify(onnx_path: Path, model: str, lines: int = 64, width: int = 96, seed: int = 0) -> float:
     """Check an export against a weights file: the same weights (SHA-256) and the same probabilities
     as the numpy stepper over ``lines`` random lines; the largest difference, or an ExportError."""
-    from .normalise import Normaliser
-    from .stepper import make_cpu_stepper
+    from ..normalise import Normaliser
+    from ..stepper import make_cpu_stepper
     weights = resolve_model_path(model)
     step = OnnxStep(onnx_path)
     if step.meta.get("weights_sha256") != sha256(weights):

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .zoo import ZOO
+from ..zoo import ZOO
 
 State = tuple[Tensor, ...]
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import markdown_table
-from .codec import Line
-from .memory import PAPER_TABLE2_MB, torchinfo_mb
-from .models import REGISTRY, build_model, count_parameters
-from .streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, set_threads
-from .weights import ModelInfo
+from .tables import markdown_table
+from ..codec import Line
+from ..learning.memory import PAPER_TABLE2_MB, torchinfo_mb
+from ..learning.models import REGISTRY, build_model, count_parameters
+from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, set_threads
+from ..weights import ModelInfo
 
 SIZE = 384
 PARTS = ("memory", "latency", "step", "swath", "ros")
@@ -109,7 +109,7 @@ def image_latency(name: str, device: torch.device, runs: int) -> dict:
 _PEAK = """
 import sys, torch, numpy as np
 torch.set_num_threads(1)
-from scannernet_ros.models import build_model
+from scannernet_ros.learning.models import build_model
 from scannernet_ros.streaming import LineSegmenter
 from scannernet_ros.weights import ModelInfo
 from scannernet_ros.codec import Line
@@ -202,10 +202,10 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     the two gate GEMMs alone (the floor: the same multiply-adds, nothing else), plain torch, the
     exported step in onnxruntime, the project's numpy step back to back and paced at the line rate,
     and the whole LineSegmenter.process (decode, checks, normalisation, step) paced likewise."""
-    from .normalise import Normaliser
-    from .stepper import CpuStepper
-    from .torch_stepper import make_torch_stepper
-    from .weights import load_model, read_weights, resolve_model_path
+    from ..normalise import Normaliser
+    from ..stepper import CpuStepper
+    from ..learning.torch_stepper import make_torch_stepper
+    from ..weights import load_model, read_weights, resolve_model_path
     set_threads(1)
     path = resolve_model_path(model)
     info, tensors = read_weights(path)
@@ -274,9 +274,9 @@ def swath_table(lines: int) -> tuple[list, list]:
 
 def ros_runs(lines: int, long_lines: int, weights: Path) -> tuple[list[tuple[str, list]], dict]:
     """The ROS 2 tables (title, rows) and their data."""
-    from .nodes.bench_ros import SEGMENTER_REPORT_S, end_to_end, rss_over_length, start_to_first_mask, udp_floor
-    from .weights import resolve_model_path
-    from .zoo import DEFAULT_MODEL
+    from .bench_ros import SEGMENTER_REPORT_S, end_to_end, rss_over_length, start_to_first_mask, udp_floor
+    from ..weights import resolve_model_path
+    from ..zoo import DEFAULT_MODEL
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [("width", "camera rate", "lines", "received", "lost", "dup/out of order",
              "stamp->mask p50 ms", "p99 ms", "max ms", "lines/s", "in segmenter: stamp->receive p50 ms",
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)
     if "ros" in parts:
         with tempfile.TemporaryDirectory() as tmp:
-            from .weights import save_model
+            from ..weights import save_model
             weights = Path(tmp) / "scannernet.safetensors"
             torch.manual_seed(0)
             save_model(weights, build_model("scannernet"), ModelInfo("scannernet", dict(REGISTRY["scannernet"].config)))

@@ -20,9 +20,9 @@ import rclpy
 from ..camera import encode_rows
 from ..pacing import poll_until, wait_until_ns
 from ..scenes.synthetic import SyntheticScene
-from .recorder import Recorder
-from .ros_common import NodeThreads, from_ns, line_image, qos
-from .segmenter import STATUS_NAME as SEGMENTER_STATUS
+from ..nodes.recorder import Recorder
+from ..nodes.ros_common import NodeThreads, from_ns, line_image, qos
+from ..nodes.segmenter import STATUS_NAME as SEGMENTER_STATUS
 
 SEGMENTER_REPORT_S = 0.5  # the segmenter's diagnostics period in the runs: its own view of each line
 

@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .datasets import Sample, load_all, split_by_scene
-from .metrics import NO_DATA, Evaluation
+from ..metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
-from .normalise import BAND_NAMES, InputSpec
-from .weights import ModelInfo, atomic_write, load_model, resolve_model_path, save_model
+from ..normalise import BAND_NAMES, InputSpec
+from ..weights import ModelInfo, atomic_write, load_model, resolve_model_path, save_model
 
 BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
 
@@ -493,7 +493,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``torchrun -m scannernet_ros.train ...``."""
+    """Entry point for ``torchrun -m scannernet_ros.learning.train ...``."""
     p = argparse.ArgumentParser(prog="scannernet train")
     add_arguments(p)
     train(config_from_args(p.parse_args(argv)))

@@ -5,11 +5,12 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from .. import __version__
+from .tables import markdown_table
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import REGISTRY, build_model, count_parameters, state_bytes_per_pixel
+    from ..learning.models import REGISTRY, build_model, count_parameters, state_bytes_per_pixel
 
     rows = [("model", "bands", "parameters", "state B/px", "streams per line", "description")]
     for name, spec in REGISTRY.items():
@@ -22,12 +23,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .nodes.demo import run
+    from .demo import run
     return run(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import config_from_args, train
+    from ..learning.train import config_from_args, train
     train(config_from_args(args))
     return 0
 
@@ -43,13 +44,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from .cv import run
+    from ..tools.cv import run
     return run(args)
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    from .cv import ship
-    from .weights import models_dir
+    from ..tools.cv import ship
+    from ..weights import models_dir
     target = ship(args.weights, args.cv, args.models_dir or models_dir(), args.cv_command)
     print(f"wrote {target} and its model card {target.with_suffix('.md')}")
     return 0
@@ -71,13 +72,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def markdown_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, rows[1:])])
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scannernet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scannernet_ros {__version__}")
@@ -88,16 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     for name, help_, arguments, func in (
-        ("demo", "the on-board pipeline in one process over real rclpy", "nodes.demo_args", cmd_demo),
-        ("train", "train a model from bags, dataset folders or synthetic scenes", "train", cmd_train),
-        ("evaluate", "score models under both 38-Cloud protocols, with figures", "evaluate", cmd_evaluate),
-        ("cv", "K-fold cross-validation by scene: the table that picks recipes and the default model", "cv", cmd_cv),
-        ("bench", "the paper's Tables 2 and 4 here, full swath, end to end over ROS 2", "bench_args", cmd_bench),
+        ("demo", "the on-board pipeline in one process over real rclpy", "tools.demo_args", cmd_demo),
+        ("train", "train a model from bags, dataset folders or synthetic scenes", "learning.train", cmd_train),
+        ("evaluate", "score models under both 38-Cloud protocols, with figures", "tools.evaluate", cmd_evaluate),
+        ("cv", "K-fold cross-validation by scene: the table that picks recipes and the default model", "tools.cv", cmd_cv),
+        ("bench", "the paper's Tables 2 and 4 here, full swath, end to end over ROS 2", "tools.bench_args", cmd_bench),
         ("export", "a streaming model's per-line step as ONNX (state as inputs and outputs, dynamic width)",
-         "export", cmd_export),
+         "tools.export", cmd_export),
     ):
         p = sub.add_parser(name, help=help_)
-        importlib.import_module(f".{arguments}", __package__).add_arguments(p)
+        importlib.import_module(f"..{arguments}", __package__).add_arguments(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("ship", help="put trained weights under models/ with their cross-validated figures and a card")
@@ -121,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Known failures (bad files, bad arguments, full disks) are one line and exit status 2."""
-    from .bags import BagError
-    from .scenes import DatasetError
-    from .weights import WeightsError
+    from ..bags import BagError
+    from ..scenes import DatasetError
+    from ..weights import WeightsError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

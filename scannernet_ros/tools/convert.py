@@ -9,10 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .bags import BagError, write_scene_bag
-from .datasets import load_samples
-from .scenes import ArrayScene
-from .scenes.cloud38 import find_split, is_cloud38, rebuild_scene, scene_ids
+from ..bags import BagError, write_scene_bag
+from ..learning.datasets import load_samples
+from ..scenes import ArrayScene
+from ..scenes.cloud38 import find_split, is_cloud38, rebuild_scene, scene_ids
 
 START_NS = 1_700_000_000_000_000_000
 SPACING_NS = 1_000 * 1_000_000_000

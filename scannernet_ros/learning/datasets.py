@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import ArrayScene, DatasetError
-from .scenes.biome import biome_patches, read_biome
-from .scenes.cloud38 import find_split, is_cloud38, parse_patch_name, read_patch
-from .scenes.synthetic import SyntheticScene
+from ..scenes import ArrayScene, DatasetError
+from ..scenes.biome import biome_patches, read_biome
+from ..scenes.cloud38 import find_split, is_cloud38, parse_patch_name, read_patch
+from ..scenes.synthetic import SyntheticScene
 
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -75,7 +75,7 @@ def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:
         raise DatasetError(f"{source}: no such file or folder")
     if is_cloud38(path):
         return _cloud38(path, nonempty_only)
-    from .bags import find_bags, read_bag_scene
+    from ..bags import find_bags, read_bag_scene
     bags = find_bags(path)
     if bags:
         return [_from_scene(read_bag_scene(b)) for b in bags]
@@ -83,7 +83,7 @@ def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:
     if patches:
         # L8 Biome ids are <Biome>_<scene>_<patch>: the scene is the first two parts.
         return [_from_scene(read_biome(p), "_".join(p.stem.split("_")[:2])) for p in patches]
-    from .scenes import open_scene
+    from ..scenes import open_scene
     if path.is_file():
         return [_from_scene(open_scene(str(path)))]
     images = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Sample, load_all
-from .train import TrainConfig, train
-from .atomic import atomic_write
+from ..learning.datasets import Sample, load_all
+from ..learning.train import TrainConfig, train
+from ..atomic import atomic_write
 
 REPORTED = ("iou", "f1", "precision", "recall")
 
@@ -216,7 +216,7 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
     and write the model card beside them: what was run, on what, for how long, and how it scored."""
     import torch
 
-    from .weights import load_model, save_model
+    from ..weights import load_model, save_model
     summary = json.loads(Path(cv_json).read_text())
     net, info = load_model(weights)
     name = info.architecture

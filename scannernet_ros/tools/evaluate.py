@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import Sample, load_all
-from .metrics import Breakdown, Evaluation
-from .models import count_parameters, resolve_device, state_bytes_per_pixel
-from .normalise import Normaliser
-from .render import display_rgb, mask_rgb, save_panels
-from .scenes import BANDS
-from .streaming import LineSegmenter
-from .atomic import atomic_write
-from .weights import load_model, resolve_model_path
+from ..learning.datasets import Sample, load_all
+from ..metrics import Breakdown, Evaluation
+from ..learning.models import count_parameters, resolve_device, state_bytes_per_pixel
+from ..normalise import Normaliser
+from ..render import display_rgb, mask_rgb, save_panels
+from ..scenes import BANDS
+from ..streaming import LineSegmenter
+from ..atomic import atomic_write
+from ..weights import load_model, resolve_model_path
 
 
 class Predictor:
@@ -99,7 +99,7 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
 def forward_pass_mb(architecture: str) -> float | None:
     """torchinfo's estimate as in the paper's Table 2 (one line or one 384x384 image); None without torchinfo."""
     try:
-        from .memory import torchinfo_mb
+        from ..learning.memory import torchinfo_mb
         return torchinfo_mb(architecture)
     except ImportError:
         return None

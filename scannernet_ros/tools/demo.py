@@ -19,11 +19,11 @@ from ..metrics import confusion
 from ..pacing import poll_until
 from ..render import display_rgb, mask_rgb, save_panels
 from ..scenes import open_scene
-from .pushbroom_camera import PushbroomCamera
-from .recorder import Recorder
-from .ros_common import NodeThreads
-from .segmenter import STATUS_NAME, Segmenter
-from .waterfall import WaterfallNode
+from ..nodes.pushbroom_camera import PushbroomCamera
+from ..nodes.recorder import Recorder
+from ..nodes.ros_common import NodeThreads
+from ..nodes.segmenter import STATUS_NAME, Segmenter
+from ..nodes.waterfall import WaterfallNode
 
 
 def params(**values) -> list[Parameter]:
