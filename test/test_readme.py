@@ -26,7 +26,7 @@ def test_every_executable_and_subcommand_is_documented():
                if isinstance(n, ast.Constant) and isinstance(n.value, str) and " = scannernet_ros." in n.value]
     for script in scripts:
         assert script in README, script
-    for command in ("models", "demo", "train", "evaluate", "convert", "bench"):
+    for command in ("models", "demo", "train", "evaluate", "cv", "ship", "convert", "bench", "export"):
         assert f"scannernet {command}" in README or f"make {command}" in README, command
 
 
