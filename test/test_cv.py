@@ -122,3 +122,21 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     assert f"{100 * per_scene['mean']:.1f} ± {100 * per_scene['sd']:.1f}" in card and "threshold (reference)" in card
     assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err
+
+
+def test_train_only_sources_train_every_fold_and_are_never_scored(tmp_path):
+    import json
+
+    from scannernet_ros.tools.cli import main
+    out = tmp_path / "cv"
+    assert main(["cv", "--data", "synthetic:4:40", "--train-only", "synthetic:2:32", "--models", "baseline1d",
+                 "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert summary["train_only"] == ["synthetic:2:32"]
+    scored = {s for fold in summary["folds"] for s in fold}
+    assert len(scored) == 4 and not any("32x32" in s for s in scored)
+    assert all(r["train_samples"] == 2 + 2 for r in summary["models"]["baseline1d"]["per_fold"])
+    assert "never scored" in (out / "cv.md").read_text()
+    # a training-only scene that is also scored would leak the held-out fold into training
+    assert main(["cv", "--data", "synthetic:4:40", "--train-only", "synthetic:2:40", "--folds", "2",
+                 "--out", str(tmp_path / "leak")]) == 2

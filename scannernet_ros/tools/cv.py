@@ -95,16 +95,24 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def cross_validate(data: list[str], models: list[str], folds: int, recipe: TrainConfig, out: Path,
-                   log=print, workers: int = 1) -> dict:
+                   log=print, workers: int = 1, train_only: list[str] = ()) -> dict:
+    """``train_only`` sources (synthetic scenes, say) join every fold's training data and are never
+    scored: the table then says whether they help on real scenes the models did not see."""
     samples = load_all(data)
     if not samples:
         raise ValueError(f"no labelled samples in {data}")
+    extra = load_all(list(train_only))
+    if train_only and not extra:
+        raise ValueError(f"no labelled samples in --train-only {list(train_only)}")
+    shared = sorted({s.scene for s in extra} & {s.scene for s in samples})
+    if shared:
+        raise ValueError(f"--train-only holds scenes that are also scored: {', '.join(shared[:5])}")
     fold_scenes = make_folds([s.scene for s in samples], folds, recipe.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for i, held in enumerate(fold_scenes):
-        training = [s for s in samples if s.scene not in held]
+        training = [s for s in samples if s.scene not in held] + extra
         if not any((s.mask == 1).any() for s in training):
             raise ValueError(f"fold {i}: the training folds hold no cloud pixel; use fewer folds")
         test = [s for s in samples if s.scene in held]
@@ -115,14 +123,14 @@ def cross_validate(data: list[str], models: list[str], folds: int, recipe: Train
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_thread) as pool:
-            futures = [pool.submit(run_fold, *job, recipe, out, data) for job in jobs]
+            futures = [pool.submit(run_fold, *job, recipe, out, [*data, *train_only]) for job in jobs]
             for job, future in zip(jobs, futures):
                 results[job[0]][job[1]] = _logged(future.result(), job[0], log)
     else:
         _one_thread()   # the budget is stated per fold on one thread: the same in either mode
         for job in jobs:
-            results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, data, log), job[0], log)
-    summary = {"data": data, "folds": fold_scenes, "recipe": asdict(recipe), "models": {}}
+            results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, [*data, *train_only], log), job[0], log)
+    summary = {"data": data, "train_only": list(train_only), "folds": fold_scenes, "recipe": asdict(recipe), "models": {}}
     for model, rows in results.items():
         summary["models"][model] = {
             "pooled": {k: summarise([r["pooled"][k] for r in rows]) for k in REPORTED},
@@ -149,8 +157,10 @@ def markdown(summary: dict) -> str:
     r = summary["recipe"]
     lines = [f"{k}-fold cross-validation by scene over {scenes} scenes ({', '.join(summary['data'])}); "
              f"seed {r['seed']}, {r['max_epochs']} epochs of {r['steps_per_epoch']} steps per fold, "
-             f"{r['schedule']} learning rate from {r['lr']:g}, brightness jitter {r['gain']:g}; "
-             "mean ± sd over folds, x100, threshold 0.5 on the model output.", "",
+             f"{r['schedule']} learning rate from {r['lr']:g}, brightness jitter {r['gain']:g}"
+             + (f"; every fold also trains on {', '.join(summary['train_only'])} (never scored)"
+                if summary.get("train_only") else "")
+             + "; mean ± sd over folds, x100, threshold 0.5 on the model output.", "",
              "| model | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene "
              "| FP rate, cloud-free scenes |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -175,6 +185,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, help="labelled sources (L8 Biome folder, 38-Cloud split, ...)")
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="registry names; threshold is always added")
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--train-only", nargs="+", default=[], metavar="SOURCE",
+                   help="sources added to every fold's training data and never scored (e.g. synthetic:32)")
     p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb")
     p.add_argument("--epochs", type=int, default=RECIPE.max_epochs, help="epochs per fold (fixed budget)")
     p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch)
@@ -197,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.seed, schedule=args.schedule, gain=args.gain)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-    summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs)
+    summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs,
+                             train_only=args.train_only)
     print(markdown(summary))
     print(f"wrote {args.out}/cv.json and cv.md")
     return 0
