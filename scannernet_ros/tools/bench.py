@@ -47,12 +47,18 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 0.0) -> dict[str, float]:
+def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 0.0,
+          spin: bool = False) -> dict[str, float]:
     """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms.  With
-    ``pause_s``, each call comes that long after the last one ended, as lines do from a sensor."""
+    ``pause_s``, each call comes that long after the last one ended, as lines do from a sensor;
+    with ``spin`` the pause is a busy wait, which keeps the core awake (a diagnosis, not a mode)."""
     times = []
     for _ in range(runs):
-        if pause_s:
+        if pause_s and spin:
+            end = time.perf_counter() + pause_s
+            while time.perf_counter() < end:
+                pass
+        elif pause_s:
             time.sleep(pause_s)
         t0 = time.perf_counter()
         fn()
@@ -238,6 +244,8 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     cases += [("numpy step (this package), back to back", lambda: timed(lambda: stepper.probabilities(x), runs)),
               (f"numpy step, one line per {pause * 1e3:.1f} ms (paced)",
                lambda: timed(lambda: stepper.probabilities(x), runs, pause_s=pause)),
+              ("numpy step, paced, the pause a busy wait (core kept awake)",
+               lambda: timed(lambda: stepper.probabilities(x), runs, pause_s=pause, spin=True)),
               ("LineSegmenter.process (uint16 line in), back to back",
                lambda: timed(lambda: seg.process(line, next(stamps)), runs)),
               (f"LineSegmenter.process, one line per {pause * 1e3:.1f} ms (paced)",
