@@ -140,3 +140,63 @@ def test_train_only_sources_train_every_fold_and_are_never_scored(tmp_path):
     # a training-only scene that is also scored would leak the held-out fold into training
     assert main(["cv", "--data", "synthetic:4:40", "--train-only", "synthetic:2:40", "--folds", "2",
                  "--out", str(tmp_path / "leak")]) == 2
+
+
+def _fold(values: dict[float, tuple[float, float]]) -> dict:
+    from scannernet_ros.tools.cv import DECISION_GRID, _key
+    return {"fold": 0, "by_threshold": {
+        _key(t): {"pooled": {"iou": values.get(t, (0.1, 0.1))[0]}, "per_scene_mean": {"iou": values.get(t, (0.1, 0.1))[1]},
+                  "breakdown": {}} for t in DECISION_GRID}}
+
+
+def test_each_fold_is_scored_at_the_threshold_the_other_folds_choose():
+    from scannernet_ros.tools.cv import choose_threshold, nested
+    rows = [_fold({0.3: (0.9, 0.9), 0.5: (0.5, 0.5)}),     # fold 0 alone would pick 0.3
+            _fold({0.5: (0.95, 0.95), 0.3: (0.5, 0.5)}),
+            _fold({0.5: (0.95, 0.95), 0.3: (0.5, 0.5)})]
+    assert choose_threshold(rows) == "0.50"      # 0.5 wins on the mean of all three
+    scored = nested(rows)
+    assert [r["decision_threshold"] for r in scored] == [0.5, 0.5, 0.5]
+    assert scored[0]["pooled"]["iou"] == 0.5     # fold 0 does not get to pick its own best (0.3)
+    assert scored[0]["at_0.5"]["pooled"]["iou"] == 0.5
+    rows[1] = _fold({0.3: (0.9, 0.9), 0.5: (0.5, 0.5)})
+    assert nested(rows)[2]["decision_threshold"] == 0.3   # folds 0 and 1 now agree on 0.3
+
+
+@pytest.mark.parametrize("model", ["scannernet", "baseline1d", "threshold"])
+def test_folding_the_decision_threshold_moves_the_cut_to_one_half(model):
+    import torch
+
+    from scannernet_ros.learning.models import build_model
+    from scannernet_ros.tools.cv import fold_decision_threshold
+    from scannernet_ros.weights import ModelInfo
+    torch.manual_seed(0)
+    net = build_model(model).eval()
+    info = ModelInfo(model, {"t": 0.26} if model == "threshold" else {})
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        before = torch.sigmoid(net(x))
+        fold_decision_threshold(net, info, 0.3)
+        after = torch.sigmoid(net(x))
+    assert torch.equal(after >= 0.5, before >= 0.3)
+    assert info.training["decision_threshold"] == 0.3
+    with pytest.raises(ValueError):
+        fold_decision_threshold(net, info, 1.0)
+
+
+def test_reuse_scores_the_fold_weights_a_run_left_and_retrains_on_another_recipe(tmp_path, capsys):
+    import json
+
+    from scannernet_ros.tools.cli import main
+    args = ["cv", "--data", "synthetic:4:40:0.3-1.0", "--models", "baseline1d", "--folds", "2", "--steps-per-epoch", "1",
+            "--out", str(tmp_path)]
+    assert main([*args, "--epochs", "1"]) == 0
+    first = json.loads((tmp_path / "cv.json").read_text())
+    capsys.readouterr()
+    assert main([*args, "--epochs", "1", "--reuse"]) == 0
+    assert capsys.readouterr().out.count("reusing") == 4      # threshold and baseline1d, two folds each
+    again = json.loads((tmp_path / "cv.json").read_text())["models"]
+    for key in ("pooled", "per_scene", "decision_threshold", "at_0.5"):   # the same weights, scored alike
+        assert json.dumps(again["baseline1d"][key]) == json.dumps(first["models"]["baseline1d"][key])
+    assert main([*args, "--epochs", "2", "--reuse"]) == 0          # another budget: trained again
+    assert "reusing" not in capsys.readouterr().out

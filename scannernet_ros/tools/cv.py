@@ -52,15 +52,59 @@ def make_folds(scenes: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(f) for f in folds]
 
 
+# Decision thresholds on the model's probability that cross-validation chooses from: a model
+# trained with BCE on few scenes need not be best cut at 0.5.
+DECISION_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))   # 0.1 ... 0.9
+
+
+def _key(t: float) -> str:
+    return f"{t:.2f}"
+
+
 def score(weights: Path, samples: list[Sample]) -> dict:
-    """Run one weights file over ``samples`` as the segmenter would; both protocols and the breakdown."""
+    """Run one weights file over ``samples`` as the segmenter would, once; both protocols and the
+    breakdown at every decision threshold of :data:`DECISION_GRID`."""
     import torch
 
-    from .evaluate import Predictor, score_samples
-    evaluation, breakdown = score_samples(Predictor(str(weights), torch.device("cpu")), samples)
-    report = evaluation.report()
-    return {"pooled": report["pooled"], "per_scene_mean": report["per_scene_mean"],
-            "scenes": report["scenes"], "breakdown": breakdown.report()}
+    from ..metrics import Breakdown, Evaluation
+    from .evaluate import Predictor
+    predictor = Predictor(str(weights), torch.device("cpu"))
+    tallies = {t: (Evaluation(), Breakdown()) for t in DECISION_GRID}
+    for sample in samples:
+        prob = predictor.probabilities(sample)
+        for t, (evaluation, breakdown) in tallies.items():
+            pred = prob >= t
+            evaluation.add(sample.scene, pred, sample.mask)
+            breakdown.add(pred, sample.mask, sample.thin)
+    by_threshold = {}
+    for t, (evaluation, breakdown) in tallies.items():
+        report = evaluation.report()
+        by_threshold[_key(t)] = {"pooled": report["pooled"], "per_scene_mean": report["per_scene_mean"],
+                                 "breakdown": breakdown.report()}
+    return {"by_threshold": by_threshold}
+
+
+def _criterion(result: dict) -> float:
+    """What a decision threshold is chosen for: pooled and per-scene IoU alike (nan counts as 0)."""
+    values = [result["pooled"]["iou"], result["per_scene_mean"]["iou"]]
+    return float(np.mean([0.0 if math.isnan(v) else v for v in values]))
+
+
+def choose_threshold(folds: list[dict]) -> str:
+    """The grid key with the best mean criterion over ``folds`` (the lowest such key on ties)."""
+    return max((_key(t) for t in DECISION_GRID),
+               key=lambda k: (np.mean([_criterion(f["by_threshold"][k]) for f in folds]), -float(k)))
+
+
+def nested(rows: list[dict]) -> list[dict]:
+    """Each fold scored at the decision threshold the *other* folds choose: an estimate of the
+    shipped model that never looks at the fold it scores."""
+    out = []
+    for i, row in enumerate(rows):
+        k = choose_threshold([r for j, r in enumerate(rows) if j != i])
+        out.append({**{key: v for key, v in row.items() if key != "by_threshold"}, **row["by_threshold"][k],
+                    "decision_threshold": float(k), "at_0.5": row["by_threshold"][_key(0.5)]})
+    return out
 
 
 def _one_thread() -> None:
@@ -68,20 +112,44 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # workers share the cores; one BLAS thread each
 
 
+def _trained_with(path: Path, cfg: TrainConfig) -> bool:
+    """Whether ``path`` holds weights trained with ``cfg``'s model, data and recipe (for --reuse)."""
+    from ..weights import read_weights
+    if not path.is_file():
+        return False
+    stored = read_weights(path)[0].training.get("config", {})
+    defaults = asdict(TrainConfig())   # fields newer than the file hold their defaults there
+
+    def same(key: str, value) -> bool:
+        old = stored.get(key, defaults.get(key))
+        if key in ("data", "val"):       # the same folders, however they were spelt
+            return [str(Path(x).resolve()) for x in old or []] == [str(Path(x).resolve()) for x in value or []]
+        return old == value
+    return all(same(k, v) for k, v in asdict(cfg).items() if k not in ("out", "resume"))
+
+
 def run_fold(model: str, fold: int, held: list[str], training: list[Sample], test: list[Sample],
-             recipe: TrainConfig, out: Path, data: list[str], log=print) -> dict:
-    """Train ``model`` on ``training`` with ``recipe``, score it on the held-out ``test`` scenes."""
+             recipe: TrainConfig, out: Path, data: list[str], log=print, reuse: bool = False) -> dict:
+    """Train ``model`` on ``training`` with ``recipe`` (or, with ``reuse``, take the weights a
+    previous run trained the same way), score it on the held-out ``test`` scenes."""
     run = Path(out) / f"fold{fold}" / model
     started = time.monotonic()
     cfg = replace(recipe, model=model, out=str(run), data=data, val=[], val_fraction=0.0)
-    train(cfg, log=lambda m: log(f"[fold {fold} {model}] {m}"), data=(training, []))
-    return {"fold": fold, "test_scenes": held, "train_samples": len(training),
-            "train_seconds": round(time.monotonic() - started, 1), **score(run / "best.safetensors", test)}
+    if reuse and _trained_with(run / "best.safetensors", cfg):
+        log(f"[fold {fold} {model}] reusing {run / 'best.safetensors'} (trained with this recipe)")
+        from ..weights import read_weights
+        seconds = read_weights(run / "best.safetensors")[0].training.get("seconds", 0.0)  # as trained
+    else:
+        train(cfg, log=lambda m: log(f"[fold {fold} {model}] {m}"), data=(training, []))
+        seconds = round(time.monotonic() - started, 1)
+    return {"fold": fold, "test_scenes": held, "train_samples": len(training), "train_seconds": seconds,
+            **score(run / "best.safetensors", test)}
 
 
 def _logged(result: dict, model: str, log) -> dict:
-    p, s = result["pooled"], result["per_scene_mean"]
-    log(f"fold {result['fold']} {model}: pooled IoU {p['iou']:.4f}, per-scene IoU {s['iou']:.4f} "
+    at = result["by_threshold"][_key(0.5)]
+    p, s = at["pooled"], at["per_scene_mean"]
+    log(f"fold {result['fold']} {model}: at 0.5 pooled IoU {p['iou']:.4f}, per-scene IoU {s['iou']:.4f} "
         f"({len(result['test_scenes'])} scenes held out, {result['train_seconds']:.0f} s)")
     return result
 
@@ -95,7 +163,7 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def cross_validate(data: list[str], models: list[str], folds: int, recipe: TrainConfig, out: Path,
-                   log=print, workers: int = 1, train_only: list[str] = ()) -> dict:
+                   log=print, workers: int = 1, train_only: list[str] = (), reuse: bool = False) -> dict:
     """``train_only`` sources (synthetic scenes, say) join every fold's training data and are never
     scored: the table then says whether they help on real scenes the models did not see."""
     samples = load_all(data)
@@ -123,15 +191,18 @@ def cross_validate(data: list[str], models: list[str], folds: int, recipe: Train
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_thread) as pool:
-            futures = [pool.submit(run_fold, *job, recipe, out, [*data, *train_only]) for job in jobs]
+            futures = [pool.submit(run_fold, *job, recipe, out, [*data, *train_only], print, reuse) for job in jobs]
             for job, future in zip(jobs, futures):
                 results[job[0]][job[1]] = _logged(future.result(), job[0], log)
     else:
         _one_thread()   # the budget is stated per fold on one thread: the same in either mode
         for job in jobs:
-            results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, [*data, *train_only], log), job[0], log)
+            results[job[0]][job[1]] = _logged(run_fold(*job, recipe, out, [*data, *train_only], log, reuse),
+                                              job[0], log)
     summary = {"data": data, "train_only": list(train_only), "folds": fold_scenes, "recipe": asdict(recipe), "models": {}}
-    for model, rows in results.items():
+    for model, raw in results.items():
+        rows = nested(raw)
+        at_half = [r["at_0.5"] for r in rows]
         summary["models"][model] = {
             "pooled": {k: summarise([r["pooled"][k] for r in rows]) for k in REPORTED},
             "per_scene": {k: summarise([r["per_scene_mean"][k] for r in rows]) for k in REPORTED},
@@ -140,6 +211,10 @@ def cross_validate(data: list[str], models: list[str], folds: int, recipe: Train
                                     "fp_rate_first_16_rows", "fp_rate_other_rows")},
             "cloud_free": {"scenes": sum(r["per_scene_mean"]["cloud_free_scenes"] for r in rows),
                            "fp_rate": summarise([r["per_scene_mean"]["cloud_free_fp_rate"] for r in rows])},
+            "decision_threshold": {"chosen": float(choose_threshold(raw)),
+                                   "per_fold": [r["decision_threshold"] for r in rows]},
+            "at_0.5": {"pooled": summarise([r["pooled"]["iou"] for r in at_half]),
+                       "per_scene": summarise([r["per_scene_mean"]["iou"] for r in at_half])},
             "per_fold": rows,
         }
     atomic_write(out / "cv.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=float)))
@@ -160,15 +235,19 @@ def markdown(summary: dict) -> str:
              f"{r['schedule']} learning rate from {r['lr']:g}, brightness jitter {r['gain']:g}"
              + (f"; every fold also trains on {', '.join(summary['train_only'])} (never scored)"
                 if summary.get("train_only") else "")
-             + "; mean ± sd over folds, x100, threshold 0.5 on the model output.", "",
+             + "; mean ± sd over folds, x100. Each fold is scored at the decision threshold (on the model's "
+               "probability) that the other folds choose, for every model alike; the shipped threshold is the "
+               "one all folds choose.", "",
              "| model | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene "
-             "| FP rate, cloud-free scenes |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| FP rate, cloud-free scenes | decision threshold: shipped (per fold) | IoU pooled / per scene at 0.5 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in summary["models"].items():
-        cf = m["cloud_free"]
+        cf, d, half = m["cloud_free"], m["decision_threshold"], m["at_0.5"]
         lines.append(f"| {name} | {_cell(m['pooled']['iou'])} | {_cell(m['per_scene']['iou'])} | "
                      f"{_cell(m['per_scene']['f1'])} | {_cell(m['per_scene']['precision'])} | "
-                     f"{_cell(m['per_scene']['recall'])} | {_cell(cf['fp_rate'])} ({cf['scenes']} scenes) |")
+                     f"{_cell(m['per_scene']['recall'])} | {_cell(cf['fp_rate'])} ({cf['scenes']} scenes) | "
+                     f"{d['chosen']:.2f} ({', '.join(f'{t:.2f}' for t in d['per_fold'])}) | "
+                     f"{_cell(half['pooled'])} / {_cell(half['per_scene'])} |")
     lines += ["", "| model | recall, thin cloud | recall, thick cloud | share of errors within 3 px of an edge "
               "| FP rate, first 16 rows | FP rate, other rows |", "|---|---:|---:|---:|---:|---:|"]
     for name, m in summary["models"].items():
@@ -185,6 +264,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, help="labelled sources (L8 Biome folder, 38-Cloud split, ...)")
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="registry names; threshold is always added")
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--reuse", action="store_true",
+                   help="score fold weights already in --out instead of training them again, where their "
+                        "metadata shows the same model, data and recipe")
     p.add_argument("--train-only", nargs="+", default=[], metavar="SOURCE",
                    help="sources added to every fold's training data and never scored (e.g. synthetic:32)")
     p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb")
@@ -210,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs,
-                             train_only=args.train_only)
+                             train_only=args.train_only, reuse=args.reuse)
     print(markdown(summary))
     print(f"wrote {args.out}/cv.json and cv.md")
     return 0
@@ -222,6 +304,27 @@ def train_command(model: str, recipe: dict, data: list[str], out: str) -> str:
             f"--val-fraction 0 --max-epochs {recipe['max_epochs']} --steps-per-epoch {recipe['steps_per_epoch']} "
             f"--lr {recipe['lr']:g} --schedule {recipe.get('schedule', 'constant')} --gain {recipe.get('gain', 0.2):g} "
             f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}")
+
+
+def fold_decision_threshold(net, info, t: float) -> None:
+    """Make 0.5 on the model's probability mean what ``t`` meant: subtract logit(t) from the bias of
+    the output layer (for the brightness threshold, move its ``t``).  Every consumer that cuts at
+    0.5 (the segmenter's default, cloud cover, evaluate) then cuts where cross-validation chose."""
+    import torch
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"decision threshold must lie in (0, 1), got {t}")
+    shift = math.log(t / (1.0 - t))
+    if info.architecture == "threshold":
+        from ..learning.models import BrightnessThreshold
+        info.config = {**info.config, "t": round(info.config.get("t", net.t) + shift / BrightnessThreshold.SHARPNESS, 6)}
+        net.t = info.config["t"]
+    else:
+        name, bias = [(n, p) for n, p in net.named_parameters() if n.endswith("bias")][-1]
+        if bias.shape != (1,):
+            raise ValueError(f"{info.architecture}: the last bias {name} is not a one-logit output")
+        with torch.no_grad():
+            bias -= shift
+    info.training = {**info.training, "decision_threshold": t}
 
 
 def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Path:
@@ -236,8 +339,11 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
     if name not in summary["models"]:
         raise ValueError(f"{cv_json} holds no cross-validation of {name!r} (it has {', '.join(summary['models'])})")
     m, reference = summary["models"][name], summary["models"]["threshold"]
+    decision = m.get("decision_threshold", {}).get("chosen", 0.5)
+    fold_decision_threshold(net, info, decision)
     info.metrics = {"cv": {"folds": len(summary["folds"]), "pooled": m["pooled"], "per_scene": m["per_scene"],
-                           "threshold_pooled": reference["pooled"], "threshold_per_scene": reference["per_scene"]}}
+                           "threshold_pooled": reference["pooled"], "threshold_per_scene": reference["per_scene"],
+                           "decision_threshold": decision}}
     models_dir = Path(models_dir)
     target = models_dir / f"{name}.safetensors"
     save_model(target, net.to(torch.device("cpu")), info)
@@ -249,13 +355,16 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
              "## Training", "",
              f"Data: {', '.join(cfg.get('data', []))} ({training.get('train_samples', '?')} real patches, "
              "all of them: the figures below are cross-validated, not measured on these weights).",
-             f"Time: {training.get('seconds', 0):.0f} s on one CPU thread.", "", "Command:", "",
+             f"Time: {training.get('seconds', 0):.0f} s on one CPU thread.",
+             f"Decision threshold: {decision:.2f} on the trained model's probability, chosen by cross-validation "
+             "and folded into the output (so the segmenter's default `threshold` of 0.5 applies it).", "",
+             "Command:", "",
              "```bash", train_command(name, summary["recipe"], cfg.get("data", []), f"runs/{name}"),
              f"scannernet ship runs/{name}/best.safetensors --cv out/cv/cv.json", "```", "",
              "## Cross-validated figures", "",
              f"From `{cv_command}` ({len(summary['folds'])} folds by scene, stratified by biome; the model is "
              "trained on the other folds with the same recipe and run line by line as the segmenter runs it). "
-             "Mean ± sd over folds, x100:", "",
+             "Each fold is scored at the decision threshold the other folds choose. Mean ± sd over folds, x100:", "",
              "| | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene |",
              "|---|---:|---:|---:|---:|---:|"]
     for label, row in ((name, m), ("threshold (reference)", reference)):
@@ -263,10 +372,12 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
                      f"{_cell(row['per_scene']['f1'])} | {_cell(row['per_scene']['precision'])} | "
                      f"{_cell(row['per_scene']['recall'])} |")
     lines += ["", "Per fold (IoU pooled / per scene, x100):", "",
-              "| fold | held-out scenes | " + name + " | threshold |", "|---:|---|---:|---:|"]
+              "| fold | held-out scenes | " + name + " | threshold | decision threshold (chosen by the other folds) |",
+              "|---:|---|---:|---:|---:|"]
     for mine, ref in zip(m["per_fold"], reference["per_fold"]):
         lines.append(f"| {mine['fold']} | {', '.join(mine['test_scenes'])} | "
                      f"{100 * mine['pooled']['iou']:.1f} / {100 * mine['per_scene_mean']['iou']:.1f} | "
-                     f"{100 * ref['pooled']['iou']:.1f} / {100 * ref['per_scene_mean']['iou']:.1f} |")
+                     f"{100 * ref['pooled']['iou']:.1f} / {100 * ref['per_scene_mean']['iou']:.1f} | "
+                     f"{mine.get('decision_threshold', 0.5):.2f} |")
     atomic_write(models_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     return target
