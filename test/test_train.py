@@ -113,3 +113,33 @@ def test_init_widens_a_trained_small_network(tmp_path):
     x = torch.rand(1, 3, 20, 24)
     assert (big(x) - small(x)).abs().max() < 0.05 and info.training["config"]["init"] == str(small_file)
     assert progress["epoch"] == 1
+
+
+def test_composited_clouds_keep_ground_and_no_data_and_label_thick_cover():
+    import numpy as np
+    import torch
+
+    from scannernet_ros.learning.composite import composite
+    x = torch.full((3, 8, 8), 0.1)
+    y = torch.zeros(8, 8)
+    y[0] = -1.0                                     # a no-data row
+    bank = torch.zeros(1, 3, 8, 8)
+    bank[0, :, 4:] = 0.9                            # thick cloud over the lower half, nothing above
+    out_x, out_y = composite(x, y, bank, np.random.default_rng(0))
+    assert torch.equal(out_y[0], y[0])                                  # no data stays no data
+    rows, cols = (out_y[4:] == 1).all(), (out_y[1:, 4:] == 1).all()   # flipped or turned, still labelled
+    assert rows or cols
+    assert int((out_y == 1).sum()) == (32 if rows else 28)
+    assert torch.isclose(out_x[:, out_y == 0], torch.tensor(0.1)).all()  # clear ground untouched
+    assert (out_x[:, out_y == 1] > 0.5).all()                            # under thick cloud: bright
+
+
+def test_composite_without_the_generator_installed_is_one_clear_error(monkeypatch):
+    import sys
+
+    import pytest
+
+    from scannernet_ros.learning.composite import cloud_bank
+    monkeypatch.setitem(sys.modules, "satellite_cloud_generator", None)
+    with pytest.raises(ValueError, match="satellite-cloud-generator"):
+        cloud_bank(16, 3, 0)

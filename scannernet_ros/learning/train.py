@@ -26,6 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .composite import cloud_bank, composite
 from .datasets import Sample, load_all, split_by_scene
 from ..metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
@@ -48,6 +49,7 @@ class TrainConfig:
     lr: float = 5e-3
     schedule: str = "constant"   # or "cosine": the learning rate decays to 0 over max_epochs
     gain: float = 0.2            # scene brightness jitter of the augmentation: x (1 +- gain)
+    composite: float = 0.0       # share of crops under a satellite-cloud-generator cloud (0 = none)
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     clip: float = 0.0            # >0: clip the gradient norm; recurrent nets spike without it
@@ -125,8 +127,10 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator,
 
 
 def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
-                 gain: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` random crops of reflectance and targets; small images are padded as no data."""
+                 gain: float = 0.2, bank: torch.Tensor | None = None,
+                 share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random crops of reflectance and targets; small images are padded as no data.
+    With a cloud ``bank``, a ``share`` of the crops get one of its clouds composited over them."""
     xs, ys = [], []
     for i in rng.integers(0, len(data), batch):
         x, y = data[i]
@@ -137,6 +141,8 @@ def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
         if ch < crop or cw < crop:
             x = nn.functional.pad(x, (0, crop - cw, 0, crop - ch))
             y = nn.functional.pad(y, (0, crop - cw, 0, crop - ch), value=-1.0)
+        if bank is not None and rng.random() < share:
+            x, y = composite(x, y, bank, rng)
         x, y = augment(x, y, rng, gain)
         xs.append(x)
         ys.append(y)
@@ -357,6 +363,8 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
         log(f"{cfg.model}: {count_parameters(net):,} parameters, {len(train_samples)} training / "
             f"{len(val_samples)} validation samples, {steps_per_epoch} steps per epoch, {world} process(es) on {device}")
 
+    bank = cloud_bank(cfg.crop, len(spec.bands), cfg.seed) if cfg.composite > 0 else None
+
     # -- the loop -------------------------------------------------------------------------
     started = time.monotonic() - progress["seconds"]
     while progress["epoch"] < cfg.max_epochs and progress["bad_epochs"] < cfg.patience:
@@ -370,7 +378,7 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
                 done = progress["step"] / max(1, cfg.max_epochs * steps_per_epoch)
                 for group in optimiser.param_groups:
                     group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
-            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng, cfg.gain)
+            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng, cfg.gain, bank, cfg.composite)
             x, y = normalise(x, spec).to(device), y.to(device)
             state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
             for r in range(0, x.shape[2], strip):
@@ -471,6 +479,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule,
                    help="learning rate: constant, or cosine decay to 0 over --max-epochs")
     p.add_argument("--gain", type=float, default=d.gain, help="scene brightness jitter of the augmentation (x 1 +- gain)")
+    p.add_argument("--composite", type=float, default=d.composite,
+                   help="share of crops under a satellite-cloud-generator cloud, composited over real ground (0 = none)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
     p.add_argument("--init", default=d.init, help="start from these weights (registry name or file); "

@@ -233,6 +233,7 @@ def markdown(summary: dict) -> str:
     lines = [f"{k}-fold cross-validation by scene over {scenes} scenes ({', '.join(summary['data'])}); "
              f"seed {r['seed']}, {r['max_epochs']} epochs of {r['steps_per_epoch']} steps per fold, "
              f"{r['schedule']} learning rate from {r['lr']:g}, brightness jitter {r['gain']:g}"
+             + (f", {r['composite']:g} of the crops under satellite-cloud-generator clouds" if r.get("composite") else "")
              + (f"; every fold also trains on {', '.join(summary['train_only'])} (never scored)"
                 if summary.get("train_only") else "")
              + "; mean ± sd over folds, x100. Each fold is scored at the decision threshold (on the model's "
@@ -275,6 +276,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=RECIPE.seed)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=RECIPE.schedule)
     p.add_argument("--gain", type=float, default=RECIPE.gain, help="scene brightness jitter of the augmentation")
+    p.add_argument("--composite", type=float, default=RECIPE.composite,
+                   help="share of training crops under a satellite-cloud-generator cloud (0 = none)")
     p.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes, one thread each")
     p.add_argument("--out", default="out/cv")
 
@@ -288,7 +291,7 @@ RECIPE = TrainConfig(max_epochs=40, steps_per_epoch=10, patience=10 ** 6, ema=0.
 def run(args: argparse.Namespace) -> int:
     models = list(dict.fromkeys(["threshold", *args.models]))
     recipe = replace(RECIPE, bands=args.bands, max_epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                     seed=args.seed, schedule=args.schedule, gain=args.gain)
+                     seed=args.seed, schedule=args.schedule, gain=args.gain, composite=args.composite)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs,
@@ -303,7 +306,8 @@ def train_command(model: str, recipe: dict, data: list[str], out: str) -> str:
     return (f"scannernet train --model {model} --data {' '.join(data)} --bands {recipe['bands']} "
             f"--val-fraction 0 --max-epochs {recipe['max_epochs']} --steps-per-epoch {recipe['steps_per_epoch']} "
             f"--lr {recipe['lr']:g} --schedule {recipe.get('schedule', 'constant')} --gain {recipe.get('gain', 0.2):g} "
-            f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}")
+            f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}"
+            + (f" --composite {recipe['composite']:g}" if recipe.get("composite") else ""))
 
 
 def fold_decision_threshold(net, info, t: float) -> None:
