@@ -22,6 +22,7 @@ import numpy as np
 from ..learning.datasets import Sample, load_all
 from ..learning.train import TrainConfig, train
 from ..atomic import atomic_write
+from ..weights import read_weights
 
 REPORTED = ("iou", "f1", "precision", "recall")
 
@@ -114,7 +115,6 @@ def _one_thread() -> None:
 
 def _trained_with(path: Path, cfg: TrainConfig) -> bool:
     """Whether ``path`` holds weights trained with ``cfg``'s model, data and recipe (for --reuse)."""
-    from ..weights import read_weights
     if not path.is_file():
         return False
     stored = read_weights(path)[0].training.get("config", {})
@@ -137,7 +137,6 @@ def run_fold(model: str, fold: int, held: list[str], training: list[Sample], tes
     cfg = replace(recipe, model=model, out=str(run), data=data, val=[], val_fraction=0.0)
     if reuse and _trained_with(run / "best.safetensors", cfg):
         log(f"[fold {fold} {model}] reusing {run / 'best.safetensors'} (trained with this recipe)")
-        from ..weights import read_weights
         seconds = read_weights(run / "best.safetensors")[0].training.get("seconds", 0.0)  # as trained
     else:
         train(cfg, log=lambda m: log(f"[fold {fold} {model}] {m}"), data=(training, []))
