@@ -208,7 +208,7 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     the two gate GEMMs alone (the floor: the same multiply-adds, nothing else), plain torch, the
     exported step in onnxruntime, the project's numpy step back to back and paced at the line rate,
     and the whole LineSegmenter.process (decode, checks, normalisation, step) paced likewise."""
-    from ..normalise import Normaliser
+    from ..normalise import Normaliser, to_reflectance
     from ..stepper import CpuStepper
     from ..learning.torch_stepper import make_torch_stepper
     from ..weights import load_model, read_weights, resolve_model_path
@@ -237,7 +237,7 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
         from .export import OnnxStep, export
         with tempfile.TemporaryDirectory() as folder:
             onnx_step = OnnxStep(export(str(path), Path(folder)))
-        refl = line.samples.astype(np.float32) * info.input.dn_gain + info.input.dn_offset
+        refl = to_reflectance(line.samples, line.kind, info.input)
         cases.append(("onnxruntime, the exported step (CPU provider, 1 thread)", lambda: timed(lambda: onnx_step(refl), runs)))
     except ValueError as exc:  # ExportError: onnx or onnxruntime not installed
         print(f"onnxruntime row left out: {exc}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 
-from ..camera import encode_rows
+from ..camera import LANDSAT8_LINE_RATE_HZ, encode_rows
 from ..pacing import poll_until, wait_until_ns
 from ..scenes.synthetic import SyntheticScene
 from ..nodes.recorder import Recorder
@@ -229,7 +229,7 @@ def start_to_first_mask(weights: Path, runs: int = 3) -> dict:
                 segmenter = _start("segmenter", ns, model=weights)
                 stamp = time.time_ns()
                 while not recorder.stamps and time.perf_counter() - t0 < 60:
-                    stamp += 4_444_444
+                    stamp += int(1e9 / LANDSAT8_LINE_RATE_HZ)
                     pub.publish(line_image(Header(stamp=from_ns(stamp), frame_id="bench"), samples, "16UC4"))
                     time.sleep(0.005)
                 if recorder.stamps:

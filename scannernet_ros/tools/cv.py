@@ -67,16 +67,8 @@ def score(weights: Path, samples: list[Sample]) -> dict:
     breakdown at every decision threshold of :data:`DECISION_GRID`."""
     import torch
 
-    from ..metrics import Breakdown, Evaluation
-    from .evaluate import Predictor
-    predictor = Predictor(str(weights), torch.device("cpu"))
-    tallies = {t: (Evaluation(), Breakdown()) for t in DECISION_GRID}
-    for sample in samples:
-        prob = predictor.probabilities(sample)
-        for t, (evaluation, breakdown) in tallies.items():
-            pred = prob >= t
-            evaluation.add(sample.scene, pred, sample.mask)
-            breakdown.add(pred, sample.mask, sample.thin)
+    from .evaluate import Predictor, score_samples
+    tallies = score_samples(Predictor(str(weights), torch.device("cpu")), samples, DECISION_GRID)
     by_threshold = {}
     for t, (evaluation, breakdown) in tallies.items():
         report = evaluation.report()

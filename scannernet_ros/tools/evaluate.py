@@ -47,18 +47,21 @@ class Predictor:
             return torch.sigmoid(self.net(x))[0, 0].float().cpu().numpy()
 
 
-def score_samples(predictor: Predictor, samples: list[Sample], threshold: float = 0.5,
-                  keep=None) -> tuple[Evaluation, Breakdown]:
-    """One model over ``samples``: both protocols' confusion matrices and the failure breakdown.
-    ``keep(i, mask)`` sees each predicted mask (for figures)."""
-    evaluation, breakdown = Evaluation(), Breakdown()
+def score_samples(predictor: Predictor, samples: list[Sample], thresholds: tuple[float, ...] = (0.5,),
+                  keep=None) -> dict[float, tuple[Evaluation, Breakdown]]:
+    """One model over ``samples``, each run once: both protocols' confusion matrices and the failure
+    breakdown at every decision threshold in ``thresholds``.  ``keep(i, mask)`` sees each predicted
+    mask at the first threshold (for figures)."""
+    tallies = {t: (Evaluation(), Breakdown()) for t in thresholds}
     for i, sample in enumerate(samples):
-        pred = predictor.probabilities(sample) >= threshold
-        evaluation.add(sample.scene, pred, sample.mask)
-        breakdown.add(pred, sample.mask, sample.thin)
-        if keep is not None:
-            keep(i, pred)
-    return evaluation, breakdown
+        prob = predictor.probabilities(sample)
+        for t, (evaluation, breakdown) in tallies.items():
+            pred = prob >= t
+            evaluation.add(sample.scene, pred, sample.mask)
+            breakdown.add(pred, sample.mask, sample.thin)
+            if keep is not None and t == thresholds[0]:
+                keep(i, pred)
+    return tallies
 
 
 def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0.5, device: str = "cpu",
@@ -71,7 +74,8 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
     results, shown = {}, {}
     for p in predictors:
         evaluation, breakdown = score_samples(
-            p, samples, threshold, keep=lambda i, pred: shown.setdefault(i, []).append(pred) if i < panels else None)
+            p, samples, (threshold,),
+            keep=lambda i, pred: shown.setdefault(i, []).append(pred) if i < panels else None)[threshold]
         report = evaluation.report()
         results[p.name] = {
             "architecture": p.info.architecture, "weights": str(p.path), "trained": p.info.trained,
