@@ -9,7 +9,7 @@ OUT    ?= out
 
 .PHONY: demo test soak bench models clean
 
-$(STAMP): setup.py setup.cfg package.xml
+$(STAMP): setup.py setup.cfg package.xml scannernet_ros/_linestep.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[standalone,test,bench,export]'
 	touch $(STAMP)

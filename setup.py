@@ -1,6 +1,7 @@
+import os
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 package_name = "scannernet_ros"
 
@@ -15,10 +16,21 @@ ROS_WHEELS = [
     "ros-jazzy-diagnostic-msgs",
 ]
 
+# ScannerNet's per-line step as one compiled call (scannernet_ros/_linestep.c).  Optional: where it
+# cannot be built the numpy step runs instead.  -march=native because the package is built where
+# it runs (colcon on the target); set SCANNERNET_KERNEL_CFLAGS to build for another CPU.
+KERNEL = Extension(
+    f"{package_name}._linestep",
+    [f"{package_name}/_linestep.c"],
+    extra_compile_args=os.environ.get("SCANNERNET_KERNEL_CFLAGS", "-O3 -march=native").split(),
+    optional=True,
+)
+
 setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    ext_modules=[KERNEL],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
@@ -46,7 +58,7 @@ setup(
         "bench": ["torchinfo", "psutil", "onnxruntime"],
         "export": ["onnx", "onnxruntime"],
     },
-    zip_safe=True,
+    zip_safe=False,
     maintainer="scannernet_ros maintainers",
     maintainer_email="maintainers@scannernet-ros.invalid",
     description="Line-by-line cloud segmentation of push-broom imagery with ScannerNet on ROS 2",

@@ -3,10 +3,14 @@
 One stepper per streaming architecture, built from the weights file's tensors (numpy arrays),
 each equal to the torch model's ``step`` to 1e-6 (tested where torch is present):
 
-- :class:`CpuStepper` (ScannerNet): each gate convolution is one BLAS matrix product over an im2col
-  view of a zero-padded buffer that holds ``[x; h1; h2]``, so ``h1`` is written once and read by
-  both layers.  Sigmoids are taken as ``(1 + tanh(z / 2)) / 2`` with the halving folded into the
-  weights, so each layer needs one ``tanh`` over all four gates.
+- :class:`KernelStepper` (ScannerNet, the default where the package's C extension ``_linestep`` was
+  built): the whole step in one compiled call, a direct convolution whose gate sums stay in vector
+  registers until the LSTM update has used them (no im2col copy, no gate arrays).
+- :class:`CpuStepper` (ScannerNet, numpy only: the fallback, and the reference the kernel is
+  tested against): each gate convolution is one BLAS matrix product over an im2col view of a
+  zero-padded buffer that holds ``[x; h1; h2]``, so ``h1`` is written once and read by both layers.
+Both take sigmoids as ``(1 + tanh(z / 2)) / 2`` with the halving folded into the weights, so each
+layer needs one ``tanh`` over all four gates.
 - :class:`BaselineStepper` (the 1D baseline): two convolutions and a 1x1 head, no state.
 - :class:`ThresholdStepper` (the brightness reference): the mean of R, G, B reflectance against t.
 
@@ -17,7 +21,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-STEPPERS = ("auto", "torch", "plain")
+try:  # the compiled step; without a C compiler at install time the numpy step is used
+    from . import _linestep
+except ImportError:  # pragma: no cover - depends on the build
+    _linestep = None
+
+STEPPERS = ("auto", "numpy", "torch", "plain")
 
 
 def check_kind(kind: str) -> str:
@@ -118,6 +127,70 @@ class CpuStepper:
         return bool(np.isfinite(self.cell1.c).all() and np.isfinite(self.cell2.c).all())
 
 
+def _pack_gates(weight: np.ndarray, bias: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gate weights ``(4F, channels, k)`` in the kernel's order: per group of hidden channels, per
+    input channel and tap, the ``4 * group`` rows i.., f.., o.., g.. of that group; i, f, o halved."""
+    four_f, channels, k = weight.shape
+    f = four_f // 4
+    half = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], np.float32), f)
+    w = (weight.astype(np.float32) * half[:, None, None]).reshape(4, f // group, group, channels, k)
+    b = (bias.astype(np.float32) * half).reshape(4, f // group, group)
+    return (np.ascontiguousarray(w.transpose(1, 3, 4, 0, 2).reshape(-1)),
+            np.ascontiguousarray(b.transpose(1, 0, 2).reshape(-1)))
+
+
+class KernelStepper:
+    """ScannerNet's step in the compiled kernel (``_linestep.step``): the same arithmetic as
+    :class:`CpuStepper`, one call per line.  The padded buffer is a whole number of the kernel's
+    pixel blocks wide, so the last block reads zeros, never past the end."""
+
+    @staticmethod
+    def fits(tensors: dict[str, np.ndarray]) -> bool:
+        """Whether the kernel is built and takes these layer sizes (hidden counts in whole groups)."""
+        if _linestep is None:
+            return False
+        f1, f2 = tensors["cell1.gates.weight"].shape[0] // 4, tensors["cell2.gates.weight"].shape[0] // 4
+        return f1 % _linestep.GROUP == 0 and f2 % _linestep.GROUP == 0
+
+    def __init__(self, tensors: dict[str, np.ndarray], width: int) -> None:
+        w1, w2 = tensors["cell1.gates.weight"], tensors["cell2.gates.weight"]
+        f1, f2, k = w1.shape[0] // 4, w2.shape[0] // 4, w1.shape[2]
+        bands, p, block = w1.shape[1] - f1, k // 2, _linestep.BLOCK
+        padded = -(-width // block) * block
+        self.buf = np.zeros((bands + f1 + f2, padded + 2 * p), np.float32)
+        inner = slice(p, p + width)
+        self.input, self.h1, self.h2 = self.buf[:bands, inner], self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
+        self.c1, self.c2 = np.zeros((f1, width), np.float32), np.zeros((f2, width), np.float32)
+        self.scratch = np.empty((max(f1, f2) + 1, padded), np.float32)
+        self.w1, self.b1 = _pack_gates(w1, tensors["cell1.gates.bias"], _linestep.GROUP)
+        self.w2, self.b2 = _pack_gates(w2, tensors["cell2.gates.bias"], _linestep.GROUP)
+        self.head = np.append(tensors["head.weight"].reshape(-1), tensors["head.bias"].reshape(-1)).astype(np.float32)
+        self.dims = (bands, f1, f2, k, width)
+        self.state_finite = True
+
+    def _run(self, x: np.ndarray, probabilities: bool) -> np.ndarray:
+        if x is not self.input:
+            self.input[...] = x
+        out = np.empty(self.dims[-1], np.float32)
+        self.state_finite = _linestep.step(self.buf, self.c1, self.c2, self.scratch, self.w1, self.b1, self.w2,
+                                           self.b2, self.head, out, *self.dims, probabilities)
+        return out
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """``(bands, width)`` model input -> cloud logits ``(width,)``, a fresh array."""
+        return self._run(x, False)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, True)
+
+    def state_arrays(self) -> tuple[np.ndarray, ...]:
+        return self.h1, self.c1, self.h2, self.c2
+
+    def finite(self) -> bool:
+        """Whether the state the last line left is finite (the kernel checks it as it writes it)."""
+        return self.state_finite
+
+
 class _Stateless:
     """A per-line model that keeps nothing between lines: only ``logits`` differs."""
 
@@ -173,9 +246,14 @@ class ThresholdStepper(_Stateless):
         return np.multiply(out, self.SHARPNESS, out=out)
 
 
-def make_cpu_stepper(architecture: str, tensors: dict[str, np.ndarray], config: dict, width: int, bands: int):
-    """The numpy stepper of a streaming architecture; a ValueError for a whole-image one."""
+def make_cpu_stepper(architecture: str, tensors: dict[str, np.ndarray], config: dict, width: int, bands: int,
+                     compiled: bool = True):
+    """The CPU stepper of a streaming architecture; a ValueError for a whole-image one.
+
+    ScannerNet takes the compiled kernel when it is built and ``compiled`` is true, else numpy."""
     if architecture in ("scannernet", "scannernet_small"):
+        if compiled and KernelStepper.fits(tensors):
+            return KernelStepper(tensors, width)
         return CpuStepper(tensors, width)
     if architecture == "baseline1d":
         return BaselineStepper(tensors, width)

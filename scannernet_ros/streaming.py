@@ -68,17 +68,20 @@ class LineSegmenter:
                  line_rate_hz: float = LANDSAT8_LINE_RATE_HZ, reset_gap_lines: int = 10,
                  window: int = 4096, stepper: str = "auto") -> None:
         """``model``: the weights' tensors as numpy arrays (what :func:`read_weights` gives; the
-        on-board CPU path, no torch), or a torch module.  ``stepper``: ``auto`` steps in numpy on
-        the CPU and with :class:`FusedStepper` on CUDA; ``torch`` and ``plain`` (the model's own
-        step) go through torch."""
+        on-board CPU path, no torch), or a torch module.  ``stepper``: ``auto`` steps with the
+        compiled kernel on the CPU (numpy where it is not built) and with :class:`FusedStepper` on
+        CUDA; ``numpy`` keeps to numpy on the CPU; ``torch`` and ``plain`` (the model's own step)
+        go through torch."""
         if not ZOO[info.architecture].streams:
             raise ValueError(f"{info.architecture} segments whole images only; it cannot run per line")
         if line_rate_hz <= 0:
             raise ValueError(f"line_rate_hz must be positive, got {line_rate_hz}")
         self.stepper_kind = check_kind(stepper)  # at construction, not at the first line
+        if stepper == "numpy" and str(device) != "cpu":
+            raise ValueError(f"stepper 'numpy' runs on the CPU only, not on {device!r}")
         self.device = str(device)
         self.info = info
-        self.on_cpu = self.device == "cpu" and self.stepper_kind == "auto"
+        self.on_cpu = self.device == "cpu" and self.stepper_kind in ("auto", "numpy")
         if self.on_cpu:   # numpy: the tensors are all it needs
             self.tensors = model if isinstance(model, dict) else {
                 k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
@@ -111,7 +114,8 @@ class LineSegmenter:
 
     def _new_stepper(self, width: int):
         if self.on_cpu:
-            return make_cpu_stepper(self.info.architecture, self.tensors, self.info.config, width, len(self.bands))
+            return make_cpu_stepper(self.info.architecture, self.tensors, self.info.config, width, len(self.bands),
+                                    compiled=self.stepper_kind == "auto")
         import torch
 
         from .learning.torch_stepper import make_torch_stepper

@@ -87,13 +87,14 @@ def test_memory_does_not_grow_with_lines():
 
 @pytest.mark.parametrize("name", ["scannernet", "scannernet_small", "baseline1d"])
 @pytest.mark.parametrize("width", [1, 5, 384, 2100])
-def test_numpy_steppers_agree_with_model_step(name, width):
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_cpu_steppers_agree_with_model_step(name, width, compiled):
     from scannernet_ros.stepper import make_cpu_stepper
     from scannernet_ros.learning.torch_stepper import ModelStepper
     torch.manual_seed(7)
     net = build_model(name).eval()
     tensors = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-    fast = make_cpu_stepper(name, tensors, {}, width, 3)
+    fast = make_cpu_stepper(name, tensors, {}, width, 3, compiled=compiled)
     plain = ModelStepper(net, width, torch.device("cpu"))
     with torch.inference_mode():
         for i in range(50):
@@ -123,7 +124,7 @@ def test_threshold_stepper_thresholds_mean_brightness():
     assert (step.probabilities(x) >= 0.5).tolist() == [False, False, True, True]
 
 
-@pytest.mark.parametrize("stepper", ["auto", "torch"])
+@pytest.mark.parametrize("stepper", ["auto", "numpy", "torch"])
 def test_fast_and_plain_segmenters_give_the_same_masks(stepper):
     image = np.random.default_rng(3).random((3, 60, 50), np.float32)
     fast = _segmenter(stepper=stepper).segment_image(image, "float")
@@ -144,7 +145,7 @@ def test_cuda_segmenter_matches_cpu():
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
 
 
-@pytest.mark.parametrize("stepper", ["auto", "torch", "plain"])
+@pytest.mark.parametrize("stepper", ["auto", "numpy", "torch", "plain"])
 def test_nonfinite_state_resets_and_nothing_nonfinite_comes_out(stepper):
     seg = _segmenter(stepper=stepper)
     seg.process(_line(), 0)

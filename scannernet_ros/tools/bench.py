@@ -206,10 +206,12 @@ def _ms(t: dict) -> str:
 def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple[list, list]:
     """One line of the shipped model, one thread, every way this machine can run it, in one run:
     the two gate GEMMs alone (the floor: the same multiply-adds, nothing else), plain torch, the
-    exported step in onnxruntime, the project's numpy step back to back and paced at the line rate,
-    and the whole LineSegmenter.process (decode, checks, normalisation, step) paced likewise."""
+    exported step in onnxruntime, the compiled kernel (the default) and the numpy step back to
+    back and paced at the line rate, and the whole LineSegmenter.process (decode, checks,
+    normalisation, step) paced likewise.  A trivial numpy call, paced, shows what a line period
+    of idling costs any code on this machine, ours or not."""
     from ..normalise import Normaliser, to_reflectance
-    from ..stepper import CpuStepper
+    from ..stepper import CpuStepper, KernelStepper
     from ..learning.torch_stepper import make_torch_stepper
     from ..weights import load_model, read_weights, resolve_model_path
     set_threads(1)
@@ -230,6 +232,7 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     seg = LineSegmenter.from_file(str(path), reset_gap_lines=0)
     stamps = iter(range(0, 1 << 62, seg.line_period_ns))
     pause = 1.0 / LANDSAT8_LINE_RATE_HZ
+    tiny = np.zeros(4, np.float32)
     cases = [("GEMM floor: the two gate GEMMs alone (numpy BLAS)", lambda: timed(gemms, runs)),
              ("torch, the model's own step (eager)", lambda: timed(lambda: plain.probabilities(x), runs)),
              ("torch, fused step on preallocated tensors", lambda: timed(lambda: fused.probabilities(x), runs))]
@@ -241,15 +244,23 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
         cases.append(("onnxruntime, the exported step (CPU provider, 1 thread)", lambda: timed(lambda: onnx_step(refl), runs)))
     except ValueError as exc:  # ExportError: onnx or onnxruntime not installed
         print(f"onnxruntime row left out: {exc}")
-    cases += [("numpy step (this package), back to back", lambda: timed(lambda: stepper.probabilities(x), runs)),
-              (f"numpy step, one line per {pause * 1e3:.1f} ms (paced)",
-               lambda: timed(lambda: stepper.probabilities(x), runs, pause_s=pause)),
-              ("numpy step, paced, the pause a busy wait (core kept awake)",
-               lambda: timed(lambda: stepper.probabilities(x), runs, pause_s=pause, spin=True)),
-              ("LineSegmenter.process (uint16 line in), back to back",
+    steps = [("numpy step (BLAS)", stepper)]
+    if KernelStepper.fits(tensors):
+        steps.insert(0, ("compiled kernel (this package's default)", KernelStepper(tensors, width)))
+    else:
+        print("compiled kernel rows left out: scannernet_ros._linestep is not built")
+    for label, step in steps:
+        cases += [(f"{label}, back to back", lambda step=step: timed(lambda: step.probabilities(x), runs)),
+                  (f"{label}, one line per {pause * 1e3:.1f} ms (paced)",
+                   lambda step=step: timed(lambda: step.probabilities(x), runs, pause_s=pause)),
+                  (f"{label}, paced, the pause a busy wait",
+                   lambda step=step: timed(lambda: step.probabilities(x), runs, pause_s=pause, spin=True))]
+    cases += [("LineSegmenter.process (uint16 line in), back to back",
                lambda: timed(lambda: seg.process(line, next(stamps)), runs)),
               (f"LineSegmenter.process, one line per {pause * 1e3:.1f} ms (paced)",
-               lambda: timed(lambda: seg.process(line, next(stamps)), runs, pause_s=pause))]
+               lambda: timed(lambda: seg.process(line, next(stamps)), runs, pause_s=pause)),
+              (f"for scale: np.add on 4 floats, one call per {pause * 1e3:.1f} ms",
+               lambda: timed(lambda: np.add(tiny, 1.0, out=tiny), runs, pause_s=pause))]
     data = []
     for name, fn in cases:
         data.append({"case": name, **fn()})
@@ -264,17 +275,33 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
 # -- 4. full swath ---------------------------------------------------------------------------
 
 def swath_table(lines: int) -> tuple[list, list]:
-    rows = [("model", "device", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
+    """Lines per second at the full Landsat 8 swath, one thread: LineSegmenter.process with each
+    CPU stepper, and the two gate GEMMs alone, which bound any step that does its multiply-adds
+    through BLAS."""
+    from ..stepper import CpuStepper
+    rows = [("model", "device", "stepper", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
     data = []
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     set_threads(1)
-    for dev in devices:
-        for name in ("scannernet", "scannernet_small"):
-            t = line_latency(name, torch.device(dev), lines + 10, width=SWATH)
-            rate = 1e3 / t["mean"]
-            data.append({"model": name, "device": dev, "lines_per_s": rate, "rtf": rate / LANDSAT8_LINE_RATE_HZ})
-            rows.append((name, dev, "1" if dev == "cpu" else "-", f"{SWATH:,}", f"{rate:.0f}",
-                         f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
+    cases = [(name, "cpu", "auto") for name in ("scannernet", "scannernet_small")] + [("scannernet", "cpu", "numpy")]
+    cases += [(name, "cuda", "auto") for name in ("scannernet", "scannernet_small") if torch.cuda.is_available()]
+    for name, dev, kind in cases:
+        seg = _segmenter(name, torch.device(dev), kind)
+        line, stamps = _line(SWATH), iter(range(0, 1 << 62, seg.line_period_ns))
+        t = timed(lambda: seg.process(line, next(stamps)), lines + 10, sync=_sync(torch.device(dev)))
+        rate = 1e3 / t["mean"]
+        label = type(seg.stepper).__name__
+        data.append({"model": name, "device": dev, "stepper": label, "lines_per_s": rate, "rtf": rate / LANDSAT8_LINE_RATE_HZ})
+        rows.append((name, dev, label, "1" if dev == "cpu" else "-", f"{SWATH:,}", f"{rate:.0f}",
+                     f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
+    floor = CpuStepper(_segmenter("scannernet", torch.device("cpu"), "numpy").tensors, SWATH)
+    floor.probabilities(np.zeros((3, SWATH), np.float32))
+    convs = (floor.cell1.conv, floor.cell2.conv)
+    t = timed(lambda: [np.dot(c.w, c.all_cols, out=c.out) for c in convs], lines + 10)
+    rate = 1e3 / t["mean"]
+    data.append({"model": "scannernet", "device": "cpu", "stepper": "GEMM floor", "lines_per_s": rate,
+                 "rtf": rate / LANDSAT8_LINE_RATE_HZ})
+    rows.append(("scannernet: the two gate GEMMs alone", "cpu", "numpy BLAS", "1", f"{SWATH:,}", f"{rate:.0f}",
+                 f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
     return rows, data
 
 

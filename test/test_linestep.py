@@ -1,0 +1,127 @@
+"""The compiled line step (``scannernet_ros/_linestep.c``): the same numbers as the numpy step it
+replaces, at every width (whole and partial pixel blocks), with the padding left untouched, a
+poisoned state noticed, bad arguments refused, and numpy taking over where it is not built."""
+import numpy as np
+import pytest
+
+from scannernet_ros import stepper as steppers
+from scannernet_ros.stepper import CpuStepper, KernelStepper, make_cpu_stepper
+
+kernel = steppers._linestep
+
+
+def _tensors(name="scannernet", seed=3):
+    """Random weights of the shipped shapes, scaled up so the gates reach their saturated ends."""
+    rng = np.random.default_rng(seed)
+    f1, f2, k = {"scannernet": (4, 8, 9), "scannernet_small": (4, 4, 7)}[name]
+    return {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
+            "cell1.gates.bias": rng.normal(0, 0.5, 4 * f1).astype(np.float32),
+            "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
+            "cell2.gates.bias": rng.normal(0, 0.5, 4 * f2).astype(np.float32),
+            "head.weight": rng.normal(0, 1.0, (1, f2, 1)).astype(np.float32),
+            "head.bias": rng.normal(0, 1.0, 1).astype(np.float32)}
+
+
+def test_the_kernel_is_built():
+    assert kernel is not None, ("scannernet_ros._linestep was not compiled (no C compiler at install time?); "
+                                "the numpy step runs instead, several times slower: reinstall with gcc or clang")
+
+
+needs_kernel = pytest.mark.skipif(kernel is None, reason="scannernet_ros._linestep is not built")
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["scannernet", "scannernet_small"])
+def test_kernel_equals_the_numpy_step(name):
+    block = kernel.BLOCK
+    tensors = _tensors(name)
+    rng = np.random.default_rng(0)
+    for width in (1, 2, block - 1, block, block + 1, 3 * block + 5, 384):
+        fast, ref = KernelStepper(tensors, width), CpuStepper(tensors, width)
+        for line in range(40):
+            x = (rng.standard_normal((3, width)) * 3).astype(np.float32)
+            np.testing.assert_allclose(fast.logits(x), ref.logits(x), atol=1e-5, rtol=1e-5, err_msg=f"width {width}")
+            assert fast.finite()
+        for a, b in zip(fast.state_arrays(), ref.state_arrays()):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=f"width {width}")
+        np.testing.assert_allclose(fast.probabilities(x), ref.probabilities(x), atol=1e-6)
+
+
+@needs_kernel
+def test_padding_stays_zero_and_the_input_view_is_used_in_place():
+    width = kernel.BLOCK + 3
+    step = KernelStepper(_tensors(), width)
+    p = step.buf.shape[1] - (-(-width // kernel.BLOCK) * kernel.BLOCK)  # k - 1 padding columns
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        step.input[...] = rng.standard_normal((3, width))
+        step.probabilities(step.input)
+    outside = np.ones(step.buf.shape[1], bool)
+    outside[p // 2:p // 2 + width] = False
+    assert not step.buf[:, outside].any()
+    assert step.h2.any() and step.c2.any()
+
+
+@needs_kernel
+def test_nonfinite_input_or_state_is_reported():
+    step = KernelStepper(_tensors(), 50)
+    x = np.zeros((3, 50), np.float32)
+    step.logits(x)
+    assert step.finite()
+    x[1, 17] = np.nan
+    step.logits(x)
+    assert not step.finite()
+    fresh = KernelStepper(_tensors(), 50)
+    fresh.c2[5, 3] = np.inf
+    fresh.logits(np.zeros((3, 50), np.float32))
+    assert not fresh.finite()
+
+
+@needs_kernel
+def test_bad_arguments_are_refused():
+    step = KernelStepper(_tensors(), 20)
+    args = [step.buf, step.c1, step.c2, step.scratch, step.w1, step.b1, step.w2, step.b2, step.head,
+            np.empty(20, np.float32), *step.dims, True]
+    assert kernel.step(*args) is True
+    short = list(args)
+    short[9] = np.empty(19, np.float32)                       # output one pixel short
+    with pytest.raises(ValueError, match="out: expected 20"):
+        kernel.step(*short)
+    wrong = list(args)
+    wrong[14] = 21                                            # width that the buffers were not made for
+    with pytest.raises(ValueError, match="expected"):
+        kernel.step(*wrong)
+    odd = list(args)
+    odd[11] = 3                                               # hidden channels not in whole groups
+    with pytest.raises(ValueError, match="bad dimensions"):
+        kernel.step(*odd)
+    strided = list(args)
+    strided[1] = np.zeros((4, 40), np.float32)[:, ::2]        # not contiguous
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        kernel.step(*strided)
+    frozen = list(args)
+    frozen[9] = np.empty(20, np.float32)
+    frozen[9].flags.writeable = False
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        kernel.step(*frozen)
+
+
+def test_numpy_takes_over_without_the_kernel(monkeypatch):
+    tensors = _tensors()
+    monkeypatch.setattr(steppers, "_linestep", None)
+    assert isinstance(make_cpu_stepper("scannernet", tensors, {}, 30, 3), CpuStepper)
+
+
+def test_numpy_stepper_can_be_asked_for():
+    from scannernet_ros.streaming import LineSegmenter
+    from scannernet_ros.weights import ModelInfo
+    from scannernet_ros.codec import Line
+    tensors = _tensors()
+    line = Line(np.random.default_rng(2).random((3, 64), np.float32), ("red", "green", "blue"), "float")
+    plain = LineSegmenter(tensors, ModelInfo("scannernet"), stepper="numpy")
+    auto = LineSegmenter(tensors, ModelInfo("scannernet"))
+    np.testing.assert_allclose(plain.process(line, 0), auto.process(line, 0), atol=1e-6)
+    assert type(plain.stepper) is CpuStepper
+    assert type(auto.stepper) is (KernelStepper if kernel is not None else CpuStepper)
+    with pytest.raises(ValueError, match="CPU only"):
+        LineSegmenter(tensors, ModelInfo("scannernet"), device="cuda", stepper="numpy")
