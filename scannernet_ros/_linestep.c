@@ -9,6 +9,9 @@
  * Portable C (GCC/Clang vector extensions): the vector width and register blocking follow the
  * instruction set the compiler targets (AVX-512, AVX, SSE, NEON).
  *
+ * The line comes in as the sensor gave it (uint8, uint16 or float32, any strides) with a gain and
+ * an offset per band; standardising it is the first thing the call does.
+ *
  * Layout (set up by scannernet_ros/stepper.py, checked here):
  *   buf      (bands + F1 + F2, S) rows [x; h1; h2], S = Wp + k - 1, Wp = width rounded up to BLOCK;
  *            row column p + w holds pixel w (p = k / 2); everything else stays zero.
@@ -20,6 +23,7 @@
  *   b1, b2   packed biases (F / 2, 8), halved likewise.
  *   head     F2 weights then the bias.
  *   out      (width,) logits, or probabilities when asked.
+ * The call returns whether the new cell states and the output are all finite.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -184,6 +188,44 @@ static void commit(float *rows, ptrdiff_t stride, const float *h, ptrdiff_t wp, 
         memcpy(rows + n * stride, h + n * wp, (size_t)width * sizeof(float));
 }
 
+/* Standardise the raw line into the x rows of buf: x = gain[b] * sample + offset[b]. */
+static int load_line(Py_buffer *in, const float *gain, const float *offset, float *rows, ptrdiff_t stride,
+                     int bands, int width)
+{
+    const char *fmt = in->format ? in->format : "B";
+    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && PY_LITTLE_ENDIAN))
+        fmt++;
+    char kind = fmt[1] == '\0' ? fmt[0] : '?';
+    if (in->ndim != 2 || in->shape[0] != bands || in->shape[1] != width
+        || !((kind == 'B' && in->itemsize == 1) || (kind == 'H' && in->itemsize == 2) || (kind == 'f' && in->itemsize == 4))) {
+        PyErr_Format(PyExc_ValueError, "samples: expected (%d, %d) uint8, uint16 or float32 in native byte order",
+                     bands, width);
+        return 0;
+    }
+    for (int b = 0; b < bands; b++) {
+        const char *src = (const char *)in->buf + b * in->strides[0];
+        float *dst = rows + b * stride;
+        const float g = gain[b], o = offset[b];
+        const Py_ssize_t step = in->strides[1];
+        if (kind == 'H')
+            for (int w = 0; w < width; w++) {
+                unsigned short v;
+                memcpy(&v, src + w * step, sizeof v);
+                dst[w] = g * (float)v + o;
+            }
+        else if (kind == 'B')
+            for (int w = 0; w < width; w++)
+                dst[w] = g * (float)(unsigned char)src[w * step] + o;
+        else
+            for (int w = 0; w < width; w++) {
+                float v;
+                memcpy(&v, src + w * step, sizeof v);
+                dst[w] = g * v + o;
+            }
+    }
+    return 1;
+}
+
 static int expect(Py_buffer *view, Py_ssize_t floats, const char *name)
 {
     if (view->len != floats * (Py_ssize_t)sizeof(float)) {
@@ -195,13 +237,16 @@ static int expect(Py_buffer *view, Py_ssize_t floats, const char *name)
 
 static PyObject *step(PyObject *self, PyObject *args)
 {
-    Py_buffer buf, c1, c2, scratch, w1, b1, w2, b2, head, out;
+    Py_buffer buf, c1, c2, scratch, w1, b1, w2, b2, head, out, gain, offset, in = {0};
+    PyObject *samples;
     int bands, f1, f2, k, width, probabilities;
     (void)self;
-    if (!PyArg_ParseTuple(args, "w*w*w*w*y*y*y*y*y*w*iiiiip", &buf, &c1, &c2, &scratch, &w1, &b1, &w2, &b2,
-                          &head, &out, &bands, &f1, &f2, &k, &width, &probabilities))
+    if (!PyArg_ParseTuple(args, "Oy*y*w*w*w*w*y*y*y*y*y*w*iiiiip", &samples, &gain, &offset, &buf, &c1, &c2, &scratch,
+                          &w1, &b1, &w2, &b2, &head, &out, &bands, &f1, &f2, &k, &width, &probabilities))
         return NULL;
     PyObject *result = NULL;
+    if (PyObject_GetBuffer(samples, &in, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
+        goto done;
     const Py_ssize_t wp = ((Py_ssize_t)width + BLOCK - 1) / BLOCK * BLOCK, stride = wp + k - 1;
     const int p = k / 2, fmax = f1 > f2 ? f1 : f2;
     int finite = 0;
@@ -213,10 +258,13 @@ static PyObject *step(PyObject *self, PyObject *args)
           && expect(&c2, (Py_ssize_t)f2 * width, "c2") && expect(&scratch, (fmax + 1) * wp, "scratch")
           && expect(&w1, (Py_ssize_t)4 * f1 * (bands + f1) * k, "w1") && expect(&b1, 4 * f1, "b1")
           && expect(&w2, (Py_ssize_t)4 * f2 * (f1 + f2) * k, "w2") && expect(&b2, 4 * f2, "b2")
-          && expect(&head, f2 + 1, "head") && expect(&out, width, "out")))
+          && expect(&head, f2 + 1, "head") && expect(&out, width, "out") && expect(&gain, bands, "gain")
+          && expect(&offset, bands, "offset")))
+        goto done;
+    float *rows = buf.buf, *h = scratch.buf, *logits = h + fmax * wp;
+    if (!load_line(&in, gain.buf, offset.buf, rows + p, stride, bands, width))
         goto done;
     Py_BEGIN_ALLOW_THREADS
-    float *rows = buf.buf, *h = scratch.buf, *logits = h + fmax * wp;
     const float *hw = head.buf;
     finite = layer(rows, stride, bands + f1, k, f1, width, w1.buf, b1.buf, c1.buf, h, wp, NULL, NULL);
     commit(rows + bands * stride + p, stride, h, wp, f1, width);
@@ -225,6 +273,11 @@ static PyObject *step(PyObject *self, PyObject *args)
     finite &= layer(rows + bands * stride, stride, f1 + f2, k, f2, width, w2.buf, b2.buf, c2.buf, h, wp, hw, logits);
     commit(rows + (bands + f1) * stride + p, stride, h, wp, f2, width);
     float *dst = out.buf;
+    vi bad = {0};
+    for (Py_ssize_t i = 0; i < wp; i += VL)   /* lanes past the width hold finite values from zeros */
+        bad |= nonfinite(loadu(logits + i));
+    for (int l = 0; l < VL; l++)
+        finite &= !bad[l];
     if (probabilities) {
         for (int w0 = 0; w0 < width; w0 += VL) {
             int m = width - w0 < VL ? width - w0 : VL;
@@ -238,15 +291,18 @@ static PyObject *step(PyObject *self, PyObject *args)
 done:
     PyBuffer_Release(&buf); PyBuffer_Release(&c1); PyBuffer_Release(&c2); PyBuffer_Release(&scratch);
     PyBuffer_Release(&w1); PyBuffer_Release(&b1); PyBuffer_Release(&w2); PyBuffer_Release(&b2);
-    PyBuffer_Release(&head); PyBuffer_Release(&out);
+    PyBuffer_Release(&head); PyBuffer_Release(&out); PyBuffer_Release(&gain); PyBuffer_Release(&offset);
+    if (in.obj)
+        PyBuffer_Release(&in);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"step", step, METH_VARARGS,
-     "step(buf, c1, c2, scratch, w1, b1, w2, b2, head, out, bands, f1, f2, k, width, probabilities)\n"
-     "One ScannerNet line: reads x from buf, updates h1, h2 (in buf), c1, c2; writes out.\n"
-     "Returns whether the new cell states are all finite."},
+     "step(samples, gain, offset, buf, c1, c2, scratch, w1, b1, w2, b2, head, out, bands, f1, f2, k, width,\n"
+     "     probabilities)\n"
+     "One ScannerNet line: standardises samples into buf, updates h1, h2 (in buf), c1, c2; writes out.\n"
+     "Returns whether the new cell states and out are all finite."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -109,12 +109,16 @@ class Normaliser:
             gain, offset = reflectance_affine(kind, spec)
             self._affine[kind] = (scale * gain).astype(np.float32), (scale * offset + shift).astype(np.float32)
 
+    def affine(self, sample_kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(gain, offset)`` per band, float32: model input = gain * sample + offset."""
+        if sample_kind not in self._affine:
+            raise ValueError(f"unknown sample kind {sample_kind!r}")
+        return self._affine[sample_kind]
+
     def __call__(self, samples: np.ndarray, sample_kind: str, out: np.ndarray | None = None) -> np.ndarray:
         """``(bands, ...)`` raw samples in the spec's band order -> float32 model input, written into
         ``out`` when given (a stepper's own input buffer: no copy on the way in)."""
-        if sample_kind not in self._affine:
-            raise ValueError(f"unknown sample kind {sample_kind!r}")
-        gain, offset = self._affine[sample_kind]
+        gain, offset = self.affine(sample_kind)
         shape = (-1,) + (1,) * (samples.ndim - 1)
         x = np.multiply(samples, gain.reshape(shape), out=out, dtype=np.float32)
         return np.add(x, offset.reshape(shape), out=x)

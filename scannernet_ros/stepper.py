@@ -159,35 +159,39 @@ class KernelStepper:
         padded = -(-width // block) * block
         self.buf = np.zeros((bands + f1 + f2, padded + 2 * p), np.float32)
         inner = slice(p, p + width)
-        self.input, self.h1, self.h2 = self.buf[:bands, inner], self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
+        self.h1, self.h2 = self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
         self.c1, self.c2 = np.zeros((f1, width), np.float32), np.zeros((f2, width), np.float32)
         self.scratch = np.empty((max(f1, f2) + 1, padded), np.float32)
         self.w1, self.b1 = _pack_gates(w1, tensors["cell1.gates.bias"], _linestep.GROUP)
         self.w2, self.b2 = _pack_gates(w2, tensors["cell2.gates.bias"], _linestep.GROUP)
         self.head = np.append(tensors["head.weight"].reshape(-1), tensors["head.bias"].reshape(-1)).astype(np.float32)
         self.dims = (bands, f1, f2, k, width)
+        self.identity = np.ones(bands, np.float32), np.zeros(bands, np.float32)
         self.state_finite = True
 
-    def _run(self, x: np.ndarray, probabilities: bool) -> np.ndarray:
-        if x is not self.input:
-            self.input[...] = x
+    def step_samples(self, samples: np.ndarray, gain: np.ndarray, offset: np.ndarray,
+                     probabilities: bool = True) -> tuple[np.ndarray, bool]:
+        """One raw line ``(bands, width)`` (uint8, uint16 or float32, native byte order) standardised
+        per band as ``gain * sample + offset`` inside the call -> (output, whether it and the state
+        are all finite).  The on-board path: no numpy pass over the line before the step."""
         out = np.empty(self.dims[-1], np.float32)
-        self.state_finite = _linestep.step(self.buf, self.c1, self.c2, self.scratch, self.w1, self.b1, self.w2,
-                                           self.b2, self.head, out, *self.dims, probabilities)
-        return out
+        self.state_finite = _linestep.step(samples, gain, offset, self.buf, self.c1, self.c2, self.scratch,
+                                           self.w1, self.b1, self.w2, self.b2, self.head, out, *self.dims,
+                                           probabilities)
+        return out, self.state_finite
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """``(bands, width)`` model input -> cloud logits ``(width,)``, a fresh array."""
-        return self._run(x, False)
+        return self.step_samples(np.asarray(x, np.float32), *self.identity, probabilities=False)[0]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, True)
+        return self.step_samples(np.asarray(x, np.float32), *self.identity)[0]
 
     def state_arrays(self) -> tuple[np.ndarray, ...]:
         return self.h1, self.c1, self.h2, self.c2
 
     def finite(self) -> bool:
-        """Whether the state the last line left is finite (the kernel checks it as it writes it)."""
+        """Whether the last line's output and the state it left are finite (checked in the call)."""
         return self.state_finite
 
 

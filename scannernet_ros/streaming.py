@@ -17,7 +17,7 @@ from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate,
 from .codec import ImageFormatError, Line, check_values, check_width, decode_line
 from .normalise import Normaliser
 from .stats import Window
-from .stepper import check_kind, make_cpu_stepper
+from .stepper import KernelStepper, check_kind, make_cpu_stepper
 from .weights import ModelInfo, read_weights, resolve_model_path
 from .zoo import ZOO
 
@@ -178,11 +178,18 @@ class LineSegmenter:
             if self.stepper is None:
                 self.stepper = self._new_stepper(samples.shape[1])
                 self.state_since_ns, self.state_lines = stamp_ns, 0
-            prob = self.stepper.probabilities(self.normalise(samples, kind, getattr(self.stepper, "input", None)))
-            if np.isfinite(prob).all() and self.stepper.finite():
+            prob, finite = self._probabilities(samples, kind)
+            if finite:
                 return prob
             self.reset("nonfinite_state")
         return None
+
+    def _probabilities(self, samples: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
+        """One line's probabilities, and whether they and the state they leave are finite."""
+        if isinstance(self.stepper, KernelStepper):  # standardises and checks inside its one call
+            return self.stepper.step_samples(samples, *self.normalise.affine(kind))
+        prob = self.stepper.probabilities(self.normalise(samples, kind, getattr(self.stepper, "input", None)))
+        return prob, bool(np.isfinite(prob).all() and self.stepper.finite())
 
     def _check_continuity(self, width: int, stamp_ns: int) -> None:
         if self.width is not None and width != self.width and self.stepper is not None:

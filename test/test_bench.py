@@ -22,7 +22,10 @@ def test_bench_writes_its_tables(tmp_path):
     report, stdout = run_bench(tmp_path, "memory,latency,swath", "--runs", "12", "--swath-lines", "3")
     assert {m["model"] for m in report["memory"]} == {"scannernet", "scannernet_small", "baseline1d", "cfcn", "cunetpp"}
     assert {m["paper_mb"] for m in report["memory"]} == {0.08, 28.62, 47.19, 0.10, 0.15}
-    assert all(r["mean"] > 0 for r in report["latency"]) and len(report["swath"]) == 2
+    assert all(r["mean"] > 0 for r in report["latency"])
+    steppers = [(r["model"], r["stepper"]) for r in report["swath"]]
+    assert ("scannernet", "CpuStepper") in steppers and ("scannernet", "GEMM floor") in steppers
+    assert all(r["lines_per_s"] > 0 for r in report["swath"])
     assert "C-FCN whole image / first mask line" in stdout
 
 
@@ -46,3 +49,13 @@ def test_bench_ros_part_runs_both_widths_and_both_rss_rates(tmp_path):
     assert [(r["rate_hz"], r["received"]) for r in report["rss"]] == [(225.0, 1200), (0.0, 1200)]
     assert all(r["rss_end_mb"] > 20 for r in report["rss"])  # a real process's RSS (python, numpy, rclpy at least)
     assert "One hop, no model" in stdout and "loopback UDP" in stdout and "Segmenter memory over scene length" in stdout
+
+
+def test_bench_step_table_has_the_floor_and_every_cpu_step(tmp_path):
+    report, stdout = run_bench(tmp_path, "step", "--runs", "15")
+    cases = [r["case"] for r in report["step"]]
+    assert cases[0].startswith("GEMM floor") and report["step"][0]["ratio_to_floor"] == 1.0
+    for wanted in ("compiled kernel (this package's default), back to back", "numpy step (BLAS), back to back",
+                   "LineSegmenter.process, one line per 4.4 ms (paced)"):
+        assert wanted in cases, cases
+    assert all(r["p50"] > 0 for r in report["step"])

@@ -48,18 +48,41 @@ def test_kernel_equals_the_numpy_step(name):
 
 
 @needs_kernel
-def test_padding_stays_zero_and_the_input_view_is_used_in_place():
+def test_padding_stays_zero():
     width = kernel.BLOCK + 3
     step = KernelStepper(_tensors(), width)
     p = step.buf.shape[1] - (-(-width // kernel.BLOCK) * kernel.BLOCK)  # k - 1 padding columns
     rng = np.random.default_rng(1)
     for _ in range(10):
-        step.input[...] = rng.standard_normal((3, width))
-        step.probabilities(step.input)
+        step.probabilities(rng.standard_normal((3, width)).astype(np.float32))
     outside = np.ones(step.buf.shape[1], bool)
     outside[p // 2:p // 2 + width] = False
     assert not step.buf[:, outside].any()
     assert step.h2.any() and step.c2.any()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_raw_samples_are_standardised_in_the_call(dtype):
+    """Any sample type and layout (a band-interleaved view, as an rgb8 Image decodes to) gives what
+    numpy standardisation followed by the step gives."""
+    tensors, width = _tensors(), 70
+    rng = np.random.default_rng(4)
+    gain, offset = np.array([0.5, 2.0, 1e-3], np.float32), np.array([-1.0, 0.25, 3.0], np.float32)
+    fast, ref = KernelStepper(tensors, width), CpuStepper(tensors, width)
+    for _ in range(5):
+        interleaved = (rng.random((width, 3)) * 200).astype(dtype)
+        samples = interleaved.T                                  # (bands, width), strides (itemsize, 3 * itemsize)
+        got, finite = fast.step_samples(samples, gain, offset)
+        want = ref.probabilities(gain[:, None] * samples.astype(np.float32) + offset[:, None])
+        np.testing.assert_allclose(got, want, atol=2e-6)
+        assert finite
+    with pytest.raises(ValueError, match="samples: expected"):
+        fast.step_samples(np.zeros((3, width), np.float64), gain, offset)
+    with pytest.raises(ValueError, match="samples: expected"):
+        fast.step_samples(np.zeros((3, width), ">u2"), gain, offset)
+    with pytest.raises(ValueError, match="samples: expected"):
+        fast.step_samples(np.zeros((3, width + 1), np.uint16), gain, offset)
 
 
 @needs_kernel
@@ -80,28 +103,29 @@ def test_nonfinite_input_or_state_is_reported():
 @needs_kernel
 def test_bad_arguments_are_refused():
     step = KernelStepper(_tensors(), 20)
-    args = [step.buf, step.c1, step.c2, step.scratch, step.w1, step.b1, step.w2, step.b2, step.head,
-            np.empty(20, np.float32), *step.dims, True]
+    args = [np.zeros((3, 20), np.float32), *step.identity, step.buf, step.c1, step.c2, step.scratch, step.w1,
+            step.b1, step.w2, step.b2, step.head, np.empty(20, np.float32), *step.dims, True]
+    out = 12
     assert kernel.step(*args) is True
     short = list(args)
-    short[9] = np.empty(19, np.float32)                       # output one pixel short
+    short[out] = np.empty(19, np.float32)                     # output one pixel short
     with pytest.raises(ValueError, match="out: expected 20"):
         kernel.step(*short)
     wrong = list(args)
-    wrong[14] = 21                                            # width that the buffers were not made for
+    wrong[17] = 21                                            # width that the buffers were not made for
     with pytest.raises(ValueError, match="expected"):
         kernel.step(*wrong)
     odd = list(args)
-    odd[11] = 3                                               # hidden channels not in whole groups
+    odd[14] = 3                                               # hidden channels not in whole groups
     with pytest.raises(ValueError, match="bad dimensions"):
         kernel.step(*odd)
     strided = list(args)
-    strided[1] = np.zeros((4, 40), np.float32)[:, ::2]        # not contiguous
+    strided[4] = np.zeros((4, 40), np.float32)[:, ::2]        # a state array that is not contiguous
     with pytest.raises((ValueError, BufferError, TypeError)):
         kernel.step(*strided)
     frozen = list(args)
-    frozen[9] = np.empty(20, np.float32)
-    frozen[9].flags.writeable = False
+    frozen[out] = np.empty(20, np.float32)
+    frozen[out].flags.writeable = False
     with pytest.raises((ValueError, BufferError, TypeError)):
         kernel.step(*frozen)
 
