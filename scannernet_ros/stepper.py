@@ -9,10 +9,11 @@ each equal to the torch model's ``step`` to 1e-6 (tested where torch is present)
 - :class:`CpuStepper` (ScannerNet, numpy only: the fallback, and the reference the kernel is
   tested against): each gate convolution is one BLAS matrix product over an im2col view of a
   zero-padded buffer that holds ``[x; h1; h2]``, so ``h1`` is written once and read by both layers.
-Both take sigmoids as ``(1 + tanh(z / 2)) / 2`` with the halving folded into the weights, so each
-layer needs one ``tanh`` over all four gates.
 - :class:`BaselineStepper` (the 1D baseline): two convolutions and a 1x1 head, no state.
 - :class:`ThresholdStepper` (the brightness reference): the mean of R, G, B reflectance against t.
+
+Both ScannerNet steps take sigmoids as ``(1 + tanh(z / 2)) / 2`` with the halving folded into the
+weights, so each layer needs one ``tanh`` over all four gates.
 
 CUDA and the model's own ``step`` (what these are checked against) are in :mod:`.learning.torch_stepper`.
 """
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _linestep = None
 
 STEPPERS = ("auto", "numpy", "torch", "plain")
+KERNEL_SAMPLES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.float32))  # native byte order only
 
 
 def check_kind(kind: str) -> str:
@@ -171,9 +173,11 @@ class KernelStepper:
 
     def step_samples(self, samples: np.ndarray, gain: np.ndarray, offset: np.ndarray,
                      probabilities: bool = True) -> tuple[np.ndarray, bool]:
-        """One raw line ``(bands, width)`` (uint8, uint16 or float32, native byte order) standardised
+        """One raw line ``(bands, width)`` (uint8, uint16 or float32 are read as they are) standardised
         per band as ``gain * sample + offset`` inside the call -> (output, whether it and the state
         are all finite).  The on-board path: no numpy pass over the line before the step."""
+        if samples.dtype not in KERNEL_SAMPLES:   # a big-endian or float64 line: one conversion first
+            samples = samples.astype(np.float32)
         out = np.empty(self.dims[-1], np.float32)
         self.state_finite = _linestep.step(samples, gain, offset, self.buf, self.c1, self.c2, self.scratch,
                                            self.w1, self.b1, self.w2, self.b2, self.head, out, *self.dims,

@@ -78,11 +78,27 @@ def test_raw_samples_are_standardised_in_the_call(dtype):
         np.testing.assert_allclose(got, want, atol=2e-6)
         assert finite
     with pytest.raises(ValueError, match="samples: expected"):
-        fast.step_samples(np.zeros((3, width), np.float64), gain, offset)
-    with pytest.raises(ValueError, match="samples: expected"):
-        fast.step_samples(np.zeros((3, width), ">u2"), gain, offset)
-    with pytest.raises(ValueError, match="samples: expected"):
         fast.step_samples(np.zeros((3, width + 1), np.uint16), gain, offset)
+    with pytest.raises(ValueError, match="samples: expected"):
+        kernel.step(np.zeros((3, width), ">u2"), gain, offset, fast.buf, fast.c1, fast.c2, fast.scratch, fast.w1,
+                    fast.b1, fast.w2, fast.b2, fast.head, np.empty(width, np.float32), *fast.dims, True)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [">u2", ">f4", np.float64])
+def test_lines_the_kernel_cannot_read_as_they_are_are_converted(dtype):
+    """A big-endian Image decodes to a big-endian view; such a line is segmented like its native twin."""
+    from scannernet_ros.codec import Line
+    from scannernet_ros.streaming import LineSegmenter
+    from scannernet_ros.weights import ModelInfo
+    kind = "uint16" if dtype == ">u2" else "float"
+    native = (np.random.default_rng(5).random((3, 40)) * (60000 if kind == "uint16" else 1)).astype(
+        np.uint16 if kind == "uint16" else np.float32)
+    want = LineSegmenter(_tensors(), ModelInfo("scannernet")).process(Line(native, ("red", "green", "blue"), kind), 0)
+    seg = LineSegmenter(_tensors(), ModelInfo("scannernet"))
+    got = seg.process(Line(native.astype(dtype), ("red", "green", "blue"), kind), 0)
+    assert type(seg.stepper) is KernelStepper
+    np.testing.assert_allclose(got, want, atol=1e-7)
 
 
 @needs_kernel
