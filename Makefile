@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/scannernet demo $(if $(SOURCE),--source $(SOURCE)) --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not soak" test
+	SCANNERNET_REQUIRE_KERNEL=1 $(PY) -m pytest -q -m "not soak" test
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak test
