@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,17 @@ def _ms(t: dict) -> str:
     return f"{t['p50'] * 1e3:.1f}"
 
 
+def _gate_gemms(stepper) -> Callable[[], None]:
+    """The two gate GEMMs of a numpy ScannerNet step (after one line has filled its columns) and
+    nothing else: the floor of any step that does its multiply-adds through BLAS."""
+    convs = (stepper.cell1.conv, stepper.cell2.conv)
+
+    def run() -> None:
+        for conv in convs:
+            np.dot(conv.w, conv.all_cols, out=conv.out)
+    return run
+
+
 def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple[list, list]:
     """One line of the shipped model, one thread, every way this machine can run it, in one run:
     the two gate GEMMs alone (the floor: the same multiply-adds, nothing else), plain torch, the
@@ -221,11 +233,7 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     line = _line(width)
     x = Normaliser(info.input)(line.samples.astype(np.float32), line.kind).copy()
     stepper.probabilities(x)
-    convs = (stepper.cell1.conv, stepper.cell2.conv)
-
-    def gemms() -> None:
-        for conv in convs:
-            np.dot(conv.w, conv.all_cols, out=conv.out)
+    gemms = _gate_gemms(stepper)
     net, _ = load_model(path)
     plain = make_torch_stepper(net, width, torch.device("cpu"), "plain")
     fused = make_torch_stepper(net, width, torch.device("cpu"), "torch")
@@ -295,8 +303,7 @@ def swath_table(lines: int) -> tuple[list, list]:
                      f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
     floor = CpuStepper(_segmenter("scannernet", torch.device("cpu"), "numpy").tensors, SWATH)
     floor.probabilities(np.zeros((3, SWATH), np.float32))
-    convs = (floor.cell1.conv, floor.cell2.conv)
-    t = timed(lambda: [np.dot(c.w, c.all_cols, out=c.out) for c in convs], lines + 10)
+    t = timed(_gate_gemms(floor), lines + 10)
     rate = 1e3 / t["mean"]
     data.append({"model": "scannernet", "device": "cpu", "stepper": "GEMM floor", "lines_per_s": rate,
                  "rtf": rate / LANDSAT8_LINE_RATE_HZ})
