@@ -172,3 +172,17 @@ def test_numpy_stepper_can_be_asked_for():
     assert type(auto.stepper) is (KernelStepper if kernel is not None else CpuStepper)
     with pytest.raises(ValueError, match="CPU only"):
         LineSegmenter(tensors, ModelInfo("scannernet"), device="cuda", stepper="numpy")
+
+
+def test_layer_sizes_the_kernel_does_not_take_run_in_numpy():
+    """Hidden counts that are not whole register groups (a custom config) keep to the numpy step."""
+    rng = np.random.default_rng(6)
+    f1, f2, k = 3, 5, 5
+    tensors = {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
+               "cell1.gates.bias": np.zeros(4 * f1, np.float32),
+               "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
+               "cell2.gates.bias": np.zeros(4 * f2, np.float32),
+               "head.weight": np.ones((1, f2, 1), np.float32), "head.bias": np.zeros(1, np.float32)}
+    step = make_cpu_stepper("scannernet", tensors, {}, 16, 3)
+    assert type(step) is CpuStepper
+    assert np.isfinite(step.probabilities(np.ones((3, 16), np.float32))).all()
