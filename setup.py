@@ -22,7 +22,8 @@ ROS_WHEELS = [
 KERNEL = Extension(
     f"{package_name}._linestep",
     [f"{package_name}/_linestep.c"],
-    extra_compile_args=os.environ.get("SCANNERNET_KERNEL_CFLAGS", "-O3 -march=native").split(),
+    extra_compile_args=os.environ.get("SCANNERNET_KERNEL_CFLAGS", "-O3 -march=native").split() + ["-pthread"],
+    extra_link_args=["-pthread"],
     optional=True,
 )
 

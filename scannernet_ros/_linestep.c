@@ -27,6 +27,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -46,6 +47,8 @@
 #define G 2                /* hidden channels per register block: 4 * G gate rows */
 #define ROWS (4 * G)
 #define BLOCK (VL * NV)    /* pixels per register block */
+#define MAX_THREADS 64
+#define THREAD_MIN_WIDTH 2048   /* narrower lines stay on one thread: starting one costs more */
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 typedef int vi __attribute__((vector_size(VL * sizeof(float))));
@@ -118,27 +121,35 @@ static inline void store_part(float *p, vf v, int m)
 /* Lanes of v that are NaN or infinite (x - x is 0 only for finite x). */
 static inline vi nonfinite(vf v) { return (vi)((v - v) != splat(0.0f)); }
 
-/* One ConvLSTM1d layer.  src: first input row, column 0 = pixel -p.  Writes h into hout (stride
- * Wp, whole blocks); updates c (stride width, valid pixels only).  With head != NULL also adds
- * head . h to logits (stride Wp).  Returns whether every new c is finite (h is bounded by
- * |tanh| when c is), so the caller needs no second pass over the state. */
-static int layer(const float *src, ptrdiff_t stride, int channels, int k, int hidden, int width,
-                  const float *w, const float *b, float *c, float *hout, ptrdiff_t wp,
-                  const float *head, float *logits)
+/* One ConvLSTM1d layer over the pixels [begin, end) (whole blocks).  src: first input row,
+ * column 0 = pixel -p.  Writes h into hout (stride wp, whole blocks); updates c (stride width,
+ * valid pixels only).  With head != NULL also adds head . h to logits (stride wp).  Sets finite
+ * to whether every new c is finite (h is bounded by |tanh| when c is), so the caller needs no
+ * second pass over the state.  Pixel ranges share nothing but their inputs: threads may take
+ * one each. */
+typedef struct {
+    const float *src, *w, *b, *head;
+    float *c, *hout, *logits;
+    ptrdiff_t stride, wp;
+    int channels, k, hidden, width, begin, end, finite;
+} Layer;
+
+static void layer_run(Layer *L)
 {
-    const ptrdiff_t wstep = (ptrdiff_t)channels * k * ROWS;
+    const ptrdiff_t wstep = (ptrdiff_t)L->channels * L->k * ROWS;
+    const int width = L->width, end = L->end < width ? L->end : width;
     vi bad = {0};
-    for (int w0 = 0; w0 < width; w0 += BLOCK) {
-        for (int g0 = 0; g0 < hidden; g0 += G) {
-            const float *wg = w + (g0 / G) * wstep;
-            const float *bg = b + (g0 / G) * ROWS;
+    for (int w0 = L->begin; w0 < end; w0 += BLOCK) {
+        for (int g0 = 0; g0 < L->hidden; g0 += G) {
+            const float *wg = L->w + (g0 / G) * wstep;
+            const float *bg = L->b + (g0 / G) * ROWS;
             vf acc[ROWS][NV];
             for (int r = 0; r < ROWS; r++)
                 for (int v = 0; v < NV; v++)
                     acc[r][v] = splat(bg[r]);
-            for (int ch = 0; ch < channels; ch++) {
-                const float *row = src + ch * stride + w0;
-                for (int j = 0; j < k; j++, wg += ROWS) {
+            for (int ch = 0; ch < L->channels; ch++) {
+                const float *row = L->src + ch * L->stride + w0;
+                for (int j = 0; j < L->k; j++, wg += ROWS) {
                     vf xv[NV];
                     for (int v = 0; v < NV; v++)
                         xv[v] = loadu(row + j + v * VL);
@@ -160,24 +171,61 @@ static int layer(const float *src, ptrdiff_t stride, int channels, int k, int hi
                     vf f = v_sigmoid_halved(acc[1 * G + n][v]);
                     vf o = v_sigmoid_halved(acc[2 * G + n][v]);
                     vf g = v_tanh(acc[3 * G + n][v]);
-                    float *cp = c + (ptrdiff_t)(g0 + n) * width + col;
+                    float *cp = L->c + (ptrdiff_t)(g0 + n) * width + col;
                     vf cv = f * load_part(cp, m) + i * g;
                     store_part(cp, cv, m);
                     bad |= nonfinite(cv);
                     vf h = o * v_tanh(cv);
-                    storeu(hout + (ptrdiff_t)(g0 + n) * wp + col, h);
-                    if (head)
-                        out += splat(head[g0 + n]) * h;
+                    storeu(L->hout + (ptrdiff_t)(g0 + n) * L->wp + col, h);
+                    if (L->head)
+                        out += splat(L->head[g0 + n]) * h;
                 }
-                if (head)
-                    storeu(logits + col, loadu(logits + col) + out);
+                if (L->head)
+                    storeu(L->logits + col, loadu(L->logits + col) + out);
             }
         }
     }
+    L->finite = 1;
     for (int l = 0; l < VL; l++)
         if (bad[l])
-            return 0;
-    return 1;
+            L->finite = 0;
+}
+
+static void *layer_thread(void *job)
+{
+    layer_run(job);
+    return NULL;
+}
+
+/* The layer split into `threads` pixel ranges of whole blocks, the calling thread taking the first.
+ * Threads are started per call: at the widths where a split pays (THREAD_MIN_WIDTH and up) a
+ * layer takes hundreds of microseconds, starting one tens.  A thread that cannot be started is
+ * run here instead.  Returns whether every new c is finite. */
+static int layer(const Layer *proto, int threads)
+{
+    Layer jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    const int blocks = (proto->width + BLOCK - 1) / BLOCK;
+    if (threads > blocks)
+        threads = blocks;
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = *proto;
+        jobs[t].begin = (int)((long long)blocks * t / threads) * BLOCK;
+        jobs[t].end = (int)((long long)blocks * (t + 1) / threads) * BLOCK;
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tid[t], NULL, layer_thread, &jobs[t]) == 0;
+    layer_run(&jobs[0]);
+    int finite = jobs[0].finite;
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            layer_run(&jobs[t]);
+        finite &= jobs[t].finite;
+    }
+    return finite;
 }
 
 /* The new h rows replace the old ones in the padded buffer, valid pixels only (the padding
@@ -239,10 +287,11 @@ static PyObject *step(PyObject *self, PyObject *args)
 {
     Py_buffer buf, c1, c2, scratch, w1, b1, w2, b2, head, out, gain, offset, in = {0};
     PyObject *samples;
-    int bands, f1, f2, k, width, probabilities;
+    int bands, f1, f2, k, width, probabilities, threads = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oy*y*w*w*w*w*y*y*y*y*y*w*iiiiip", &samples, &gain, &offset, &buf, &c1, &c2, &scratch,
-                          &w1, &b1, &w2, &b2, &head, &out, &bands, &f1, &f2, &k, &width, &probabilities))
+    if (!PyArg_ParseTuple(args, "Oy*y*w*w*w*w*y*y*y*y*y*w*iiiiip|i", &samples, &gain, &offset, &buf, &c1, &c2,
+                          &scratch, &w1, &b1, &w2, &b2, &head, &out, &bands, &f1, &f2, &k, &width, &probabilities,
+                          &threads))
         return NULL;
     PyObject *result = NULL;
     if (PyObject_GetBuffer(samples, &in, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
@@ -254,6 +303,12 @@ static PyObject *step(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "step: bad dimensions");
         goto done;
     }
+    if (threads < 1 || threads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "step: threads must be 1 to %d, got %d", MAX_THREADS, threads);
+        goto done;
+    }
+    if (width < THREAD_MIN_WIDTH)
+        threads = 1;
     if (!(expect(&buf, (bands + f1 + f2) * stride, "buf") && expect(&c1, (Py_ssize_t)f1 * width, "c1")
           && expect(&c2, (Py_ssize_t)f2 * width, "c2") && expect(&scratch, (fmax + 1) * wp, "scratch")
           && expect(&w1, (Py_ssize_t)4 * f1 * (bands + f1) * k, "w1") && expect(&b1, 4 * f1, "b1")
@@ -266,11 +321,16 @@ static PyObject *step(PyObject *self, PyObject *args)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     const float *hw = head.buf;
-    finite = layer(rows, stride, bands + f1, k, f1, width, w1.buf, b1.buf, c1.buf, h, wp, NULL, NULL);
+    Layer one = {.src = rows, .w = w1.buf, .b = b1.buf, .head = NULL, .c = c1.buf, .hout = h, .logits = NULL,
+                 .stride = stride, .wp = wp, .channels = bands + f1, .k = k, .hidden = f1, .width = width};
+    finite = layer(&one, threads);
     commit(rows + bands * stride + p, stride, h, wp, f1, width);
     for (Py_ssize_t i = 0; i < wp; i++)
         logits[i] = hw[f2];
-    finite &= layer(rows + bands * stride, stride, f1 + f2, k, f2, width, w2.buf, b2.buf, c2.buf, h, wp, hw, logits);
+    Layer two = {.src = rows + bands * stride, .w = w2.buf, .b = b2.buf, .head = hw, .c = c2.buf, .hout = h,
+                 .logits = logits, .stride = stride, .wp = wp, .channels = f1 + f2, .k = k, .hidden = f2,
+                 .width = width};
+    finite &= layer(&two, threads);
     commit(rows + (bands + f1) * stride + p, stride, h, wp, f2, width);
     float *dst = out.buf;
     vi bad = {0};
@@ -300,7 +360,7 @@ done:
 static PyMethodDef methods[] = {
     {"step", step, METH_VARARGS,
      "step(samples, gain, offset, buf, c1, c2, scratch, w1, b1, w2, b2, head, out, bands, f1, f2, k, width,\n"
-     "     probabilities)\n"
+     "     probabilities, threads=1)\n"
      "One ScannerNet line: standardises samples into buf, updates h1, h2 (in buf), c1, c2; writes out.\n"
      "Returns whether the new cell states and out are all finite."},
     {NULL, NULL, 0, NULL},
@@ -312,7 +372,8 @@ PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "GROUP", G) < 0
-              || PyModule_AddIntConstant(m, "LANES", VL) < 0)) {
+              || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
+              || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -28,7 +28,17 @@ except ImportError:  # pragma: no cover - depends on the build
     _linestep = None
 
 STEPPERS = ("auto", "numpy", "torch", "plain")
+_kernel_threads = 1  # threads the compiled step may split a wide line over (set_kernel_threads)
 KERNEL_SAMPLES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.float32))  # native byte order only
+
+
+def set_kernel_threads(n: int) -> None:
+    """Threads the compiled step may use for one line.  It splits only lines of at least
+    ``_linestep.THREAD_MIN_WIDTH`` pixels (a full swath, not a 384-px patch): below that, starting a
+    thread costs more than it saves."""
+    global _kernel_threads
+    limit = _linestep.MAX_THREADS if _linestep is not None else 64
+    _kernel_threads = max(1, min(int(n), limit))
 
 
 def check_kind(kind: str) -> str:
@@ -181,7 +191,7 @@ class KernelStepper:
         out = np.empty(self.dims[-1], np.float32)
         self.state_finite = _linestep.step(samples, gain, offset, self.buf, self.c1, self.c2, self.scratch,
                                            self.w1, self.b1, self.w2, self.b2, self.head, out, *self.dims,
-                                           probabilities)
+                                           probabilities, _kernel_threads)
         return out, self.state_finite
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ the ground under the sensor (width change, a gap in the stamps, time going backw
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate,
 from .codec import ImageFormatError, Line, check_values, check_width, decode_line
 from .normalise import Normaliser
 from .stats import Window
-from .stepper import KernelStepper, check_kind, make_cpu_stepper
+from .stepper import KernelStepper, check_kind, make_cpu_stepper, set_kernel_threads
 from .weights import ModelInfo, read_weights, resolve_model_path
 from .zoo import ZOO
 
@@ -44,10 +45,12 @@ def device_name(device: str) -> str:
 
 
 def set_threads(n: int) -> None:
-    """BLAS threads for numpy (and torch's, where it is loaded); 0 leaves the libraries' default.
+    """CPU threads for the model: the compiled step's split of wide lines, numpy's BLAS (and
+    torch's, where it is loaded); 0 leaves the libraries' default (the compiled step: every CPU).
 
     One thread is the on-board setting: at these matrix sizes OpenBLAS on two threads was ten
-    times slower than on one."""
+    times slower than on one, and the compiled step splits only full-swath-wide lines."""
+    set_kernel_threads(n if n > 0 else (os.cpu_count() or 1))
     if n <= 0:
         return
     from threadpoolctl import threadpool_limits

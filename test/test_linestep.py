@@ -186,3 +186,39 @@ def test_layer_sizes_the_kernel_does_not_take_run_in_numpy():
     step = make_cpu_stepper("scannernet", tensors, {}, 16, 3)
     assert type(step) is CpuStepper
     assert np.isfinite(step.probabilities(np.ones((3, 16), np.float32))).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_a_wide_line_split_over_threads_gives_the_same_numbers(threads, monkeypatch):
+    """Each pixel is computed the same way whichever thread takes it: the outputs and states are
+    identical, not merely close; narrow lines stay on one thread."""
+    tensors = _tensors()
+    rng = np.random.default_rng(7)
+    width = kernel.THREAD_MIN_WIDTH + 37
+    one, split = KernelStepper(tensors, width), KernelStepper(tensors, width)
+    for _ in range(4):
+        x = (rng.standard_normal((3, width)) * 3).astype(np.float32)
+        monkeypatch.setattr(steppers, "_kernel_threads", 1)
+        want = one.logits(x)
+        steppers.set_kernel_threads(threads)
+        np.testing.assert_array_equal(split.logits(x), want)
+    for a, b in zip(split.state_arrays(), one.state_arrays()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="threads must be"):
+        kernel.step(np.zeros((3, width), np.float32), *one.identity, one.buf, one.c1, one.c2, one.scratch, one.w1,
+                    one.b1, one.w2, one.b2, one.head, np.empty(width, np.float32), *one.dims, True, 0)
+
+
+def test_set_threads_reaches_the_compiled_step(monkeypatch):
+    """0 (the libraries' default) gives the compiled step every CPU and leaves BLAS alone; counts
+    beyond the kernel's limit are clamped."""
+    import os
+    from scannernet_ros.streaming import set_threads
+    monkeypatch.setattr(steppers, "_kernel_threads", 1)
+    set_threads(0)
+    assert steppers._kernel_threads == min(os.cpu_count() or 1, kernel.MAX_THREADS if kernel is not None else 64)
+    steppers.set_kernel_threads(1000)
+    assert steppers._kernel_threads == (kernel.MAX_THREADS if kernel is not None else 64)
+    steppers.set_kernel_threads(-3)
+    assert steppers._kernel_threads == 1

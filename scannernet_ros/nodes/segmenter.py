@@ -61,8 +61,8 @@ class Segmenter(LifecycleNode):
         device = declare(self, "device", "cpu", "cpu, cuda, cuda:N or auto")
         self.threshold = declare(self, "threshold", 0.5, "cloud probability at which a pixel is cloud",
                                  (0.0, 1.0), runtime=True)
-        num_threads = declare(self, "num_threads", 1, "BLAS threads of the numpy steps (0 = the library default); "
-                              "the compiled ScannerNet step always runs on one",
+        num_threads = declare(self, "num_threads", 1, "CPU threads for the model (0 = every CPU): the compiled "
+                              "ScannerNet step splits lines of 2,048 px and more over them; BLAS threads of the numpy steps",
                               (0, 256), runtime=True)
         self.line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
                                  "nominal sensor line rate: turns stamp gaps into missing lines", (1e-3, 1e6), runtime=True)
