@@ -48,11 +48,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 0.0,
-          spin: bool = False) -> dict[str, float]:
-    """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms.  With
-    ``pause_s``, each call comes that long after the last one ended, as lines do from a sensor;
-    with ``spin`` the pause is a busy wait, which keeps the core awake (a diagnosis, not a mode)."""
+def _calls(fn, runs: int, sync=lambda: None, pause_s: float = 0.0, spin: bool = False) -> list[float]:
+    """``runs`` timed calls of ``fn`` in ms.  With ``pause_s``, each call comes that long after the
+    last one ended, as lines do from a sensor; with ``spin`` the pause is a busy wait (a diagnosis,
+    not a mode)."""
     times = []
     for _ in range(runs):
         if pause_s and spin:
@@ -65,8 +64,37 @@ def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 
         fn()
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
-    t = np.asarray(times[discard:])
+    return times
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+    t = np.asarray(times)
     return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+
+
+def timed(fn, runs: int, discard: int = 10, sync=lambda: None, pause_s: float = 0.0,
+          spin: bool = False) -> dict[str, float]:
+    """Table 4 protocol: ``runs`` calls in a row, the first ``discard`` dropped; ms."""
+    return _summary(_calls(fn, runs, sync, pause_s, spin)[discard:])
+
+
+TURNS, TURN_DISCARD = 10, 2
+
+
+def timed_in_turns(cases: list[tuple], runs: int, turns: int = TURNS,
+                   discard: int = TURN_DISCARD) -> list[dict[str, float]]:
+    """Several ways of running a line timed in turns, so that this VM's drift over minutes slows
+    them alike and the ratios between them hold: each case ``(fn, options)`` makes ``runs / turns``
+    calls per turn (``options`` as :func:`_calls` takes them, plus ``before``, run untimed before
+    each turn), the first ``discard`` of each turn dropped as the warm-up after another case."""
+    per = max(runs // turns, discard + 1)
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(turns):
+        for (fn, options), kept in zip(cases, times):
+            options = dict(options)
+            options.pop("before", lambda: None)()
+            kept.extend(_calls(fn, per, **options)[discard:])
+    return [_summary(t) for t in times]
 
 
 def _sync(device: torch.device):
@@ -241,15 +269,16 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     stamps = iter(range(0, 1 << 62, seg.line_period_ns))
     pause = 1.0 / LANDSAT8_LINE_RATE_HZ
     tiny = np.zeros(4, np.float32)
-    cases = [("GEMM floor: the two gate GEMMs alone (numpy BLAS)", lambda: timed(gemms, runs)),
-             ("torch, the model's own step (eager)", lambda: timed(lambda: plain.probabilities(x), runs)),
-             ("torch, fused step on preallocated tensors", lambda: timed(lambda: fused.probabilities(x), runs))]
+    paced, busy = {"pause_s": pause}, {"pause_s": pause, "spin": True}
+    cases = [("GEMM floor: the two gate GEMMs alone (numpy BLAS)", gemms, {}),
+             ("torch, the model's own step (eager)", lambda: plain.probabilities(x), {}),
+             ("torch, fused step on preallocated tensors", lambda: fused.probabilities(x), {})]
     try:
         from .export import OnnxStep, export
         with tempfile.TemporaryDirectory() as folder:
             onnx_step = OnnxStep(export(str(path), Path(folder)))
         refl = to_reflectance(line.samples, line.kind, info.input)
-        cases.append(("onnxruntime, the exported step (CPU provider, 1 thread)", lambda: timed(lambda: onnx_step(refl), runs)))
+        cases.append(("onnxruntime, the exported step (CPU provider, 1 thread)", lambda: onnx_step(refl), {}))
     except ValueError as exc:  # ExportError: onnx or onnxruntime not installed
         print(f"onnxruntime row left out: {exc}")
     steps = [("numpy step (BLAS)", stepper)]
@@ -258,20 +287,17 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
     else:
         print("compiled kernel rows left out: scannernet_ros._linestep is not built")
     for label, step in steps:
-        cases += [(f"{label}, back to back", lambda step=step: timed(lambda: step.probabilities(x), runs)),
-                  (f"{label}, one line per {pause * 1e3:.1f} ms (paced)",
-                   lambda step=step: timed(lambda: step.probabilities(x), runs, pause_s=pause)),
-                  (f"{label}, paced, the pause a busy wait",
-                   lambda step=step: timed(lambda: step.probabilities(x), runs, pause_s=pause, spin=True))]
-    cases += [("LineSegmenter.process (uint16 line in), back to back",
-               lambda: timed(lambda: seg.process(line, next(stamps)), runs)),
-              (f"LineSegmenter.process, one line per {pause * 1e3:.1f} ms (paced)",
-               lambda: timed(lambda: seg.process(line, next(stamps)), runs, pause_s=pause)),
+        run = lambda step=step: step.probabilities(x)  # noqa: E731
+        cases += [(f"{label}, back to back", run, {}),
+                  (f"{label}, one line per {pause * 1e3:.1f} ms (paced)", run, paced),
+                  (f"{label}, paced, the pause a busy wait", run, busy)]
+    process = lambda: seg.process(line, next(stamps))  # noqa: E731
+    cases += [("LineSegmenter.process (uint16 line in), back to back", process, {}),
+              (f"LineSegmenter.process, one line per {pause * 1e3:.1f} ms (paced)", process, paced),
               (f"for scale: np.add on 4 floats, one call per {pause * 1e3:.1f} ms",
-               lambda: timed(lambda: np.add(tiny, 1.0, out=tiny), runs, pause_s=pause))]
-    data = []
-    for name, fn in cases:
-        data.append({"case": name, **fn()})
+               lambda: np.add(tiny, 1.0, out=tiny), paced)]
+    stats = timed_in_turns([(fn, options) for _, fn, options in cases], runs)
+    data = [{"case": name, **t} for (name, _, _), t in zip(cases, stats)]
     floor = data[0]["p50"]
     rows = [("way to run one line", "p50 us", "mean us", "p99 us", "p50 / GEMM floor")]
     for d in data:
@@ -285,7 +311,7 @@ def step_table(runs: int, model: str = "scannernet", width: int = SIZE) -> tuple
 def swath_table(lines: int) -> tuple[list, list]:
     """Lines per second at the full Landsat 8 swath: LineSegmenter.process with each CPU stepper on
     one thread, the compiled step on every CPU, and the two gate GEMMs alone (one thread), which
-    bound any step that does its multiply-adds through BLAS."""
+    bound any step that does its multiply-adds through BLAS; all timed in turns."""
     from ..stepper import CpuStepper
     rows = [("model", "device", "stepper", "threads", "pixels/line", "lines/s", "real-time factor vs 225 lines/s")]
     data = []
@@ -295,26 +321,25 @@ def swath_table(lines: int) -> tuple[list, list]:
     if cpus > 1:  # num_threads: the compiled step splits a line this wide over the threads
         cases.append(("scannernet", "cpu", "auto", cpus))
     cases += [(name, "cuda", "auto", None) for name in ("scannernet", "scannernet_small") if torch.cuda.is_available()]
+    runs, specs = [], []
     for name, dev, kind, threads in cases:
-        set_threads(threads or 1)
         seg = _segmenter(name, torch.device(dev), kind)
         line, stamps = _line(SWATH), iter(range(0, 1 << 62, seg.line_period_ns))
-        t = timed(lambda: seg.process(line, next(stamps)), lines + 10, sync=_sync(torch.device(dev)))
-        rate = 1e3 / t["mean"]
-        label = type(seg.stepper).__name__
-        data.append({"model": name, "device": dev, "stepper": label, "threads": threads, "lines_per_s": rate,
-                     "rtf": rate / LANDSAT8_LINE_RATE_HZ})
-        rows.append((name, dev, label, str(threads or "-"), f"{SWATH:,}", f"{rate:.0f}",
-                     f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
-    set_threads(1)
+        seg.process(line, next(stamps))   # builds the stepper, whose class names the row
+        runs.append((lambda seg=seg, line=line, stamps=stamps: seg.process(line, next(stamps)),
+                     {"sync": _sync(torch.device(dev)), "before": lambda n=threads or 1: set_threads(n)}))
+        specs.append((name, name, dev, type(seg.stepper).__name__, threads))
     floor = CpuStepper(_segmenter("scannernet", torch.device("cpu"), "numpy").tensors, SWATH)
     floor.probabilities(np.zeros((3, SWATH), np.float32))
-    t = timed(_gate_gemms(floor), lines + 10)
-    rate = 1e3 / t["mean"]
-    data.append({"model": "scannernet", "device": "cpu", "stepper": "GEMM floor", "threads": 1, "lines_per_s": rate,
-                 "rtf": rate / LANDSAT8_LINE_RATE_HZ})
-    rows.append(("scannernet: the two gate GEMMs alone", "cpu", "numpy BLAS", "1", f"{SWATH:,}", f"{rate:.0f}",
-                 f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
+    runs.append((_gate_gemms(floor), {"before": lambda: set_threads(1)}))
+    specs.append(("scannernet: the two gate GEMMs alone", "scannernet", "cpu", "GEMM floor", 1))
+    for (row, name, dev, label, threads), t in zip(specs, timed_in_turns(runs, lines + 10)):
+        rate = 1e3 / t["mean"]
+        data.append({"model": name, "device": dev, "stepper": label, "threads": threads, "lines_per_s": rate,
+                     "rtf": rate / LANDSAT8_LINE_RATE_HZ})
+        rows.append((row, dev, label, str(threads or "-"), f"{SWATH:,}", f"{rate:.0f}",
+                     f"{rate / LANDSAT8_LINE_RATE_HZ:.2f}x"))
+    set_threads(1)
     return rows, data
 
 
@@ -395,12 +420,13 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + text)
         md.extend([text, ""])
     if "step" in parts:
-        rows, report["step"] = step_table(max(args.runs, 1000))
+        runs = max(args.runs, 1000)
+        rows, report["step"] = step_table(runs)
         section(f"The model step against its floor ({SIZE} px, one thread, shipped scannernet, p50 over "
-                f"{max(args.runs, 1000) - 10} lines)", rows)
+                f"{runs - TURNS * TURN_DISCARD} lines per row, the rows timed in {TURNS} turns)", rows)
     if "swath" in parts:
         rows, report["swath"] = swath_table(args.swath_lines)
-        section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line)", rows)
+        section(f"Throughput at full Landsat 8 swath ({SWATH:,} px/line, the rows timed in {TURNS} turns)", rows)
     if "ros" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             from ..weights import save_model
