@@ -2,9 +2,10 @@
  *
  * Why it exists: in numpy a line costs an im2col copy, two BLAS products and about twenty small
  * ufunc calls, each reading and writing whole gate arrays.  Here each layer is a direct 'same'
- * convolution over the padded rows, blocked so that the gate sums of 2 hidden channels x P pixels
- * stay in vector registers; the LSTM gate math runs on those registers before anything is
+ * convolution over the padded rows, blocked so that the gate sums of 2 hidden channels x BLOCK
+ * pixels stay in vector registers; the LSTM gate math runs on those registers before anything is
  * written.  No im2col, no gate arrays, one call per line, and the GIL is released while it runs.
+ * A line of THREAD_MIN_WIDTH pixels or more may be split into pixel ranges over threads.
  *
  * Portable C (GCC/Clang vector extensions): the vector width and register blocking follow the
  * instruction set the compiler targets (AVX-512, AVX, SSE, NEON).
