@@ -4,8 +4,10 @@
  * ufunc calls, each reading and writing whole gate arrays.  Here each layer is a direct 'same'
  * convolution over the padded rows, blocked so that the gate sums of 2 hidden channels x BLOCK
  * pixels stay in vector registers; the LSTM gate math runs on those registers before anything is
- * written.  No im2col, no gate arrays, one call per line, and the GIL is released while it runs.
- * A line of THREAD_MIN_WIDTH pixels or more may be split into pixel ranges over threads.
+ * written.  No im2col, no gate arrays, one call per line.  A line of THREAD_MIN_WIDTH pixels or
+ * more runs without the GIL and may be split into pixel ranges over threads; a narrower one keeps
+ * the GIL, since giving it up and taking it back costs more than such a line (in a process with
+ * other busy Python threads, a wait of up to the interpreter's switch interval).
  *
  * Portable C (GCC/Clang vector extensions): the vector width and register blocking follow the
  * instruction set the compiler targets (AVX-512, AVX, SSE, NEON).
@@ -297,6 +299,48 @@ static int load_line(Py_buffer *in, const float *gain, const float *offset, floa
     return 1;
 }
 
+/* What one line's step reads and writes (see the layout at the top). */
+typedef struct {
+    const float *w1, *b1, *w2, *b2, *head;
+    float *c1, *c2, *rows, *h, *logits, *out;
+    int bands, f1, f2, k, width, probabilities;
+    ptrdiff_t wp;
+} Step;
+
+/* Both layers, the head and the output of a line whose x rows are in place; returns whether the
+ * new states and the output are all finite.  Touches no Python object (it may run without the GIL). */
+static int run_line(const Step *s, int threads)
+{
+    const int bands = s->bands, f1 = s->f1, f2 = s->f2, k = s->k, p = k / 2, width = s->width;
+    const ptrdiff_t wp = s->wp, stride = wp + k - 1;
+    float *rows = s->rows, *logits = s->logits;
+    Layer one = {.src = rows, .w = s->w1, .b = s->b1, .head = NULL, .c = s->c1, .hout = s->h, .logits = NULL,
+                 .stride = stride, .wp = wp, .channels = bands + f1, .k = k, .hidden = f1, .width = width};
+    int finite = layer(&one, threads);
+    commit(rows + bands * stride + p, stride, s->h, wp, f1, width);
+    for (ptrdiff_t i = 0; i < wp; i++)
+        logits[i] = s->head[f2];
+    Layer two = {.src = rows + bands * stride, .w = s->w2, .b = s->b2, .head = s->head, .c = s->c2, .hout = s->h,
+                 .logits = logits, .stride = stride, .wp = wp, .channels = f1 + f2, .k = k, .hidden = f2,
+                 .width = width};
+    finite &= layer(&two, threads);
+    commit(rows + (bands + f1) * stride + p, stride, s->h, wp, f2, width);
+    vi bad = {0};
+    for (ptrdiff_t i = 0; i < wp; i += VL)   /* lanes past the width hold finite values from zeros */
+        bad |= nonfinite(loadu(logits + i));
+    for (int l = 0; l < VL; l++)
+        finite &= !bad[l];
+    if (s->probabilities) {
+        for (int w0 = 0; w0 < width; w0 += VL) {
+            int m = width - w0 < VL ? width - w0 : VL;
+            store_part(s->out + w0, v_sigmoid_halved(splat(0.5f) * loadu(logits + w0)), m);
+        }
+    } else {
+        memcpy(s->out, logits, (size_t)width * sizeof(float));
+    }
+    return finite;
+}
+
 static int expect(Py_buffer *view, Py_ssize_t floats, const char *name)
 {
     if (view->len != floats * (Py_ssize_t)sizeof(float)) {
@@ -330,8 +374,6 @@ static PyObject *step(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "step: threads must be 1 to %d, got %d", MAX_THREADS, threads);
         goto done;
     }
-    if (width < THREAD_MIN_WIDTH)
-        threads = 1;
     if (!(expect(&buf, (bands + f1 + f2) * stride, "buf") && expect(&c1, (Py_ssize_t)f1 * width, "c1")
           && expect(&c2, (Py_ssize_t)f2 * width, "c2") && expect(&scratch, (fmax + 1) * wp, "scratch")
           && expect(&w1, (Py_ssize_t)4 * f1 * (bands + f1) * k, "w1") && expect(&b1, 4 * f1, "b1")
@@ -342,34 +384,17 @@ static PyObject *step(PyObject *self, PyObject *args)
     float *rows = buf.buf, *h = scratch.buf, *logits = h + fmax * wp;
     if (!load_line(&in, gain.buf, offset.buf, rows + p, stride, bands, width))
         goto done;
-    Py_BEGIN_ALLOW_THREADS
-    const float *hw = head.buf;
-    Layer one = {.src = rows, .w = w1.buf, .b = b1.buf, .head = NULL, .c = c1.buf, .hout = h, .logits = NULL,
-                 .stride = stride, .wp = wp, .channels = bands + f1, .k = k, .hidden = f1, .width = width};
-    finite = layer(&one, threads);
-    commit(rows + bands * stride + p, stride, h, wp, f1, width);
-    for (Py_ssize_t i = 0; i < wp; i++)
-        logits[i] = hw[f2];
-    Layer two = {.src = rows + bands * stride, .w = w2.buf, .b = b2.buf, .head = hw, .c = c2.buf, .hout = h,
-                 .logits = logits, .stride = stride, .wp = wp, .channels = f1 + f2, .k = k, .hidden = f2,
-                 .width = width};
-    finite &= layer(&two, threads);
-    commit(rows + (bands + f1) * stride + p, stride, h, wp, f2, width);
-    float *dst = out.buf;
-    vi bad = {0};
-    for (Py_ssize_t i = 0; i < wp; i += VL)   /* lanes past the width hold finite values from zeros */
-        bad |= nonfinite(loadu(logits + i));
-    for (int l = 0; l < VL; l++)
-        finite &= !bad[l];
-    if (probabilities) {
-        for (int w0 = 0; w0 < width; w0 += VL) {
-            int m = width - w0 < VL ? width - w0 : VL;
-            store_part(dst + w0, v_sigmoid_halved(splat(0.5f) * loadu(logits + w0)), m);
-        }
-    } else {
-        memcpy(dst, logits, (size_t)width * sizeof(float));
+    const Step one_line = {.w1 = w1.buf, .b1 = b1.buf, .w2 = w2.buf, .b2 = b2.buf, .head = head.buf,
+                           .c1 = c1.buf, .c2 = c2.buf, .rows = rows, .h = h, .logits = logits, .out = out.buf,
+                           .bands = bands, .f1 = f1, .f2 = f2, .k = k, .width = width, .wp = wp,
+                           .probabilities = probabilities};
+    if (width >= THREAD_MIN_WIDTH) {  /* long enough for other Python threads to use the wait */
+        Py_BEGIN_ALLOW_THREADS
+        finite = run_line(&one_line, threads);
+        Py_END_ALLOW_THREADS
+    } else {                          /* releasing the GIL and taking it back would cost more */
+        finite = run_line(&one_line, 1);
     }
-    Py_END_ALLOW_THREADS
     result = PyBool_FromLong(finite);
 done:
     PyBuffer_Release(&buf); PyBuffer_Release(&c1); PyBuffer_Release(&c2); PyBuffer_Release(&scratch);
