@@ -146,6 +146,15 @@ static inline void store_part(float *p, vf v, int m)
 /* Lanes of v that are NaN or infinite (x - x is 0 only for finite x). */
 static inline vi nonfinite(vf v) { return (vi)((v - v) != splat(0.0f)); }
 
+/* Whether no lane of an accumulated nonfinite() mask is set. */
+static inline int none_set(vi bad)
+{
+    for (int l = 0; l < VL; l++)
+        if (bad[l])
+            return 0;
+    return 1;
+}
+
 /* One ConvLSTM1d layer over the pixels [begin, end) (whole blocks).  src: first input row,
  * column 0 = pixel -p.  Writes h into hout (stride wp, whole blocks); updates c (stride width,
  * valid pixels only).  With head != NULL also adds head . h to logits (stride wp).  Sets finite
@@ -210,10 +219,7 @@ static void layer_run(Layer *L)
             }
         }
     }
-    L->finite = 1;
-    for (int l = 0; l < VL; l++)
-        if (bad[l])
-            L->finite = 0;
+    L->finite = none_set(bad);
 }
 
 static void *layer_thread(void *job)
@@ -328,8 +334,7 @@ static int run_line(const Step *s, int threads)
     vi bad = {0};
     for (ptrdiff_t i = 0; i < wp; i += VL)   /* lanes past the width hold finite values from zeros */
         bad |= nonfinite(loadu(logits + i));
-    for (int l = 0; l < VL; l++)
-        finite &= !bad[l];
+    finite &= none_set(bad);
     if (s->probabilities) {
         for (int w0 = 0; w0 < width; w0 += VL) {
             int m = width - w0 < VL ? width - w0 : VL;

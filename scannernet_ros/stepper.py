@@ -48,6 +48,23 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def _sizes(tensors: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
+    """``(bands, F1, F2, k)`` of a ScannerNet, read off its gate weights."""
+    w1, w2 = tensors["cell1.gates.weight"], tensors["cell2.gates.weight"]
+    f1 = w1.shape[0] // 4
+    return w1.shape[1] - f1, f1, w2.shape[0] // 4, w1.shape[2]
+
+
+def _halved_gates(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gate weights and biases (float32 copies) with the i, f, o rows halved, so that
+    sigmoid(z) = (1 + tanh(z'))/2 and one tanh serves all four gates."""
+    n = weight.shape[0] // 4
+    weight, bias = weight.astype(np.float32), bias.astype(np.float32)
+    weight[:3 * n] *= 0.5
+    bias[:3 * n] *= 0.5
+    return weight, bias
+
+
 class _Conv:
     """A 'same' 1D convolution as one GEMM over an im2col copy of a padded ``rows`` buffer.
 
@@ -74,10 +91,7 @@ class _Cell:
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, rows: np.ndarray, width: int) -> None:
         n = weight.shape[0] // 4
-        weight, bias = weight.astype(np.float32), bias.astype(np.float32)
-        weight[:3 * n] *= 0.5                             # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2
-        bias[:3 * n] *= 0.5
-        self.conv = _Conv(weight, bias, rows, width)
+        self.conv = _Conv(*_halved_gates(weight, bias), rows, width)
         z = self.conv.out
         self.sig, (self.i, self.f, self.o, self.g) = z[:3 * n], np.split(z, 4)
         self.c = np.zeros((n, width), np.float32)
@@ -107,15 +121,14 @@ class CpuStepper:
     """ScannerNet's step; ``input`` is where a caller may write the next line's model input."""
 
     def __init__(self, tensors: dict[str, np.ndarray], width: int) -> None:
-        w1, w2 = tensors["cell1.gates.weight"], tensors["cell2.gates.weight"]
-        f1, f2, k = w1.shape[0] // 4, w2.shape[0] // 4, w1.shape[2]
-        bands, p = w1.shape[1] - f1, k // 2
+        bands, f1, f2, k = _sizes(tensors)
+        p = k // 2
         self.buf = np.zeros((bands + f1 + f2, width + 2 * p), np.float32)
         inner = slice(p, p + width)
         self.x, self.h1, self.h2 = self.buf[:bands, inner], self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
         self.input = self.x
-        self.cell1 = _Cell(w1, tensors["cell1.gates.bias"], self.buf[:bands + f1], width)
-        self.cell2 = _Cell(w2, tensors["cell2.gates.bias"], self.buf[bands:], width)
+        self.cell1 = _Cell(tensors["cell1.gates.weight"], tensors["cell1.gates.bias"], self.buf[:bands + f1], width)
+        self.cell2 = _Cell(tensors["cell2.gates.weight"], tensors["cell2.gates.bias"], self.buf[bands:], width)
         self.head_w = tensors["head.weight"][:, :, 0].astype(np.float32)   # (1, F2)
         self.head_b = float(tensors["head.bias"][0])
 
@@ -144,9 +157,9 @@ def _pack_gates(weight: np.ndarray, bias: np.ndarray, group: int) -> tuple[np.nd
     input channel and tap, the ``4 * group`` rows i.., f.., o.., g.. of that group; i, f, o halved."""
     four_f, channels, k = weight.shape
     f = four_f // 4
-    half = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], np.float32), f)
-    w = (weight.astype(np.float32) * half[:, None, None]).reshape(4, f // group, group, channels, k)
-    b = (bias.astype(np.float32) * half).reshape(4, f // group, group)
+    weight, bias = _halved_gates(weight, bias)
+    w = weight.reshape(4, f // group, group, channels, k)
+    b = bias.reshape(4, f // group, group)
     return (np.ascontiguousarray(w.transpose(1, 3, 4, 0, 2).reshape(-1)),
             np.ascontiguousarray(b.transpose(1, 0, 2).reshape(-1)))
 
@@ -161,21 +174,20 @@ class KernelStepper:
         """Whether the kernel is built and takes these layer sizes (hidden counts in whole groups)."""
         if _linestep is None:
             return False
-        f1, f2 = tensors["cell1.gates.weight"].shape[0] // 4, tensors["cell2.gates.weight"].shape[0] // 4
+        _, f1, f2, _ = _sizes(tensors)
         return f1 % _linestep.GROUP == 0 and f2 % _linestep.GROUP == 0
 
     def __init__(self, tensors: dict[str, np.ndarray], width: int) -> None:
-        w1, w2 = tensors["cell1.gates.weight"], tensors["cell2.gates.weight"]
-        f1, f2, k = w1.shape[0] // 4, w2.shape[0] // 4, w1.shape[2]
-        bands, p, block = w1.shape[1] - f1, k // 2, _linestep.BLOCK
+        bands, f1, f2, k = _sizes(tensors)
+        p, block = k // 2, _linestep.BLOCK
         padded = -(-width // block) * block
         self.buf = np.zeros((bands + f1 + f2, padded + 2 * p), np.float32)
         inner = slice(p, p + width)
         self.h1, self.h2 = self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
         self.c1, self.c2 = np.zeros((f1, width), np.float32), np.zeros((f2, width), np.float32)
         self.scratch = np.empty((max(f1, f2) + 1, padded), np.float32)
-        self.w1, self.b1 = _pack_gates(w1, tensors["cell1.gates.bias"], _linestep.GROUP)
-        self.w2, self.b2 = _pack_gates(w2, tensors["cell2.gates.bias"], _linestep.GROUP)
+        self.w1, self.b1 = _pack_gates(tensors["cell1.gates.weight"], tensors["cell1.gates.bias"], _linestep.GROUP)
+        self.w2, self.b2 = _pack_gates(tensors["cell2.gates.weight"], tensors["cell2.gates.bias"], _linestep.GROUP)
         self.head = np.append(tensors["head.weight"].reshape(-1), tensors["head.bias"].reshape(-1)).astype(np.float32)
         self.dims = (bands, f1, f2, k, width)
         self.identity = np.ones(bands, np.float32), np.zeros(bands, np.float32)
