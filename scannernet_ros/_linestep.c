@@ -1,13 +1,14 @@
 /* ScannerNet's per-line step as one compiled call: both ConvLSTM1d layers and the 1x1 head.
  *
  * Why it exists: in numpy a line costs an im2col copy, two BLAS products and about twenty small
- * ufunc calls, each reading and writing whole gate arrays.  Here each layer is a direct 'same'
- * convolution over the padded rows, blocked so that the gate sums of 2 hidden channels x BLOCK
- * pixels stay in vector registers; the LSTM gate math runs on those registers before anything is
- * written.  No im2col, no gate arrays, one call per line.  A line of THREAD_MIN_WIDTH pixels or
- * more runs without the GIL and may be split into pixel ranges over threads; a narrower one keeps
- * the GIL, since giving it up and taking it back costs more than such a line (in a process with
- * other busy Python threads, a wait of up to the interpreter's switch interval).
+ * ufunc calls, each reading and writing whole gate arrays.  Here each layer's convolution runs
+ * block by block (BLOCK pixels) in Winograd's F(2, 3) form (see layer_run), a third fewer
+ * multiply-adds than the direct sum; the gate sums of one hidden channel stay in vector
+ * registers while the LSTM gate math uses them.  No im2col, no gate arrays, one call per line.
+ * A line of THREAD_MIN_WIDTH pixels or more runs without the GIL and may be split into pixel
+ * ranges over threads; a narrower one keeps the GIL, since giving it up and taking it back costs
+ * more than such a line (in a process with other busy Python threads, a wait of up to the
+ * interpreter's switch interval).
  *
  * Portable C (GCC/Clang vector extensions): the vector width and register blocking follow the
  * instruction set the compiler targets (AVX-512, AVX, SSE, NEON).
@@ -16,14 +17,14 @@
  * an offset per band; standardising it is the first thing the call does.
  *
  * Layout (set up by scannernet_ros/stepper.py, checked here):
- *   buf      (bands + F1 + F2, S) rows [x; h1; h2], S = Wp + k - 1, Wp = width rounded up to BLOCK;
- *            row column p + w holds pixel w (p = k / 2); everything else stays zero.
+ *   buf      (bands + F1 + F2, S) rows [x; h1; h2], S = Wp + pad_columns(k), Wp = width rounded up
+ *            to BLOCK; row column p + w holds pixel w (p = k / 2); everything else stays zero.
  *   c1, c2   (F, width) cell states.
  *   scratch  (max(F1, F2) + 1, Wp): new h rows before they replace the old ones, then the logits.
- *   w1, w2   packed gate weights (F / 2, channels, k, 8): for each pair of hidden channels, per
- *            input channel and tap, the 8 gate rows i0 i1 f0 f1 o0 o1 g0 g1; the i, f, o rows
- *            pre-halved so that sigmoid(z) = (1 + tanh(z')) / 2.
- *   b1, b2   packed biases (F / 2, 8), halved likewise.
+ *   w1, w2   transformed gate weights (F, channels, taps / 3, 4, 4): per hidden channel, input
+ *            channel and group of three taps (zeros past k), the Winograd terms u0..u3 of its gate
+ *            rows i, f, o, g; the i, f, o rows pre-halved so that sigmoid(z) = (1 + tanh(z')) / 2.
+ *   b1, b2   biases (F, 4), halved likewise.
  *   head     F2 weights then the bias.
  *   out      (width,) logits, or probabilities when asked.
  * The call returns whether the new cell states and the output are all finite.
@@ -41,20 +42,20 @@
 
 #if defined(__AVX512F__)
 #define VL 16
-#define NV 3
+#define RP 4
 #elif defined(__aarch64__)
 #define VL 4
-#define NV 3
+#define RP 4
 #elif defined(__AVX__)
 #define VL 8
-#define NV 1
+#define RP 2
 #else
 #define VL 4
-#define NV 1
+#define RP 2
 #endif
-#define G 2                /* hidden channels per register block: 4 * G gate rows */
-#define ROWS (4 * G)
-#define BLOCK (VL * NV)    /* pixels per register block */
+/* RP: gate rows summed at once (RP x 4 accumulators; 4 where there are 32 vector registers) */
+#define BLOCK (2 * VL)     /* pixels per block: VL output pairs, even pixels in one vector, odd in another */
+#define TILE_MAX 512       /* input channels x tap groups a layer may have (the block's tile is on the stack) */
 #define MAX_THREADS 64
 #define THREAD_MIN_WIDTH 2048   /* narrower lines stay on one thread: starting one costs more */
 
@@ -67,6 +68,37 @@ static inline vf splat(float a) { return a - (vf){0}; }
 static inline vf loadu(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 
 static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* Pixels 2l and 2l + 1 of the 2 VL floats at p, as two vectors (an even-odd split), and back. */
+#if VL == 16
+#define EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define LOW_PAIRS 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define HIGH_PAIRS 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#elif VL == 8
+#define EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
+#define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
+#define LOW_PAIRS 0, 8, 1, 9, 2, 10, 3, 11
+#define HIGH_PAIRS 4, 12, 5, 13, 6, 14, 7, 15
+#elif VL == 4
+#define EVEN_LANES 0, 2, 4, 6
+#define ODD_LANES 1, 3, 5, 7
+#define LOW_PAIRS 0, 4, 1, 5
+#define HIGH_PAIRS 2, 6, 3, 7
+#endif
+
+static inline void load_split(const float *p, vf *even, vf *odd)
+{
+    vf a = loadu(p), b = loadu(p + VL);
+    *even = __builtin_shufflevector(a, b, EVEN_LANES);
+    *odd = __builtin_shufflevector(a, b, ODD_LANES);
+}
+
+static inline void store_merged(float *p, vf even, vf odd)
+{
+    storeu(p, __builtin_shufflevector(even, odd, LOW_PAIRS));
+    storeu(p + VL, __builtin_shufflevector(even, odd, HIGH_PAIRS));
+}
 
 /* a where mask, else b (mask lanes are all ones or all zeros) */
 static inline vf select_(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
@@ -94,10 +126,13 @@ static inline vf clamp(vf x, float limit)
  * a least-squares fit of x P - tanh(x) Q, reweighted towards equal ripple.  In float32 the
  * absolute error stays below 4e-7 over the whole line, the relative error below 3e-7 near 0
  * (against double-precision tanh); it costs 13 vector operations and one division, against ~25
- * for tanh through expm1.  The steps' agreement with torch (test_streaming, test_linestep)
- * bounds what it does to the state.  NaN stays NaN (the clamp keeps it), which is how a
- * poisoned state is noticed. */
-static inline vf v_tanh(vf x)
+ * for tanh through expm1, and the division can be shared: tanh_ratio returns n and d = Q, in
+ * [1, 420], and the LSTM update divides once for several ratios (cell_update).  The steps'
+ * agreement with torch (test_streaming, test_linestep) bounds what it does to the state.  NaN
+ * stays NaN (the clamp keeps it), which is how a poisoned state is noticed. */
+typedef struct { vf n, d; } ratio;   /* n / d */
+
+static inline ratio tanh_ratio(vf x)
 {
     x = clamp(x, 9.0f);
     vf s = x * x;
@@ -111,25 +146,38 @@ static inline vf v_tanh(vf x)
     q = q * s + splat(0.025841879914100505f);
     q = q * s + splat(0.46706473438506024f);
     q = q * s + splat(1.0f);
-    return x * p / q;
+    return (ratio){x * p, q};
+}
+
+static inline vf v_tanh(vf x)
+{
+    ratio t = tanh_ratio(x);
+    return t.n / t.d;
 }
 
 static inline vf v_sigmoid_halved(vf z) { return splat(0.5f) + splat(0.5f) * v_tanh(z); }
 
-/* Valid pixels of vector v of the block starting at w0 (0..VL). */
-static inline int lanes(int width, int w0, int v)
+/* The first m of the block's pixels at p, split as load_split does (the others read as 0). */
+static inline void load_split_part(const float *p, int m, vf *even, vf *odd)
 {
-    int m = width - (w0 + v * VL);
-    return m < 0 ? 0 : (m > VL ? VL : m);
+    if (m == BLOCK) {
+        load_split(p, even, odd);
+        return;
+    }
+    float tmp[BLOCK] = {0};
+    memcpy(tmp, p, (size_t)m * sizeof(float));
+    load_split(tmp, even, odd);
 }
 
-static inline vf load_part(const float *p, int m)
+static inline void store_merged_part(float *p, int m, vf even, vf odd)
 {
-    if (m == VL)
-        return loadu(p);
-    float tmp[VL] = {0};
-    memcpy(tmp, p, (size_t)m * sizeof(float));
-    return loadu(tmp);
+    if (m == BLOCK) {
+        store_merged(p, even, odd);
+        return;
+    }
+    float tmp[BLOCK];
+    store_merged(tmp, even, odd);
+    memcpy(p, tmp, (size_t)m * sizeof(float));
 }
 
 static inline void store_part(float *p, vf v, int m)
@@ -157,10 +205,19 @@ static inline int none_set(vi bad)
 
 /* One ConvLSTM1d layer over the pixels [begin, end) (whole blocks).  src: first input row,
  * column 0 = pixel -p.  Writes h into hout (stride wp, whole blocks); updates c (stride width,
- * valid pixels only).  With head != NULL also adds head . h to logits (stride wp).  Sets finite
+ * valid pixels only).  With head != NULL also writes head . h + bias to logits (stride wp).  Sets finite
  * to whether every new c is finite (h is bounded by |tanh| when c is), so the caller needs no
  * second pass over the state.  Pixel ranges share nothing but their inputs: threads may take
- * one each. */
+ * one each.
+ *
+ * The convolution is Winograd's F(2, 3), nested over groups of three taps: for a pair of output
+ * pixels and three taps g0..g2 over the inputs d0..d3,
+ *     m0 = (d0 - d2) g0,  m1 = (d1 + d2) (g0 + g1 + g2) / 2,  m2 = (d2 - d1) (g0 - g1 + g2) / 2,  m3 = (d1 - d3) g2,
+ *     y(even) = m0 + m1 + m2,  y(odd) = m1 - m2 - m3,
+ * four multiply-adds where the direct sum takes six.  The sums m are linear, so each is summed
+ * over every input channel and tap group first and transformed to the pixel pair once.  The
+ * transformed inputs of a block (its tile, 4 vectors per channel and tap group) are made once and
+ * serve every hidden channel; the transformed weights come packed from stepper.py. */
 typedef struct {
     const float *src, *w, *b, *head;
     float *c, *hout, *logits;
@@ -168,55 +225,99 @@ typedef struct {
     int channels, k, hidden, width, begin, end, finite;
 } Layer;
 
+/* Groups of three taps a k-tap convolution takes (k >= 1); a padded row has 3 groups - 1 columns
+ * beyond Wp, so that the last group of the last block reads zeros. */
+static inline int tap_groups(int k) { return (k - 1) / 3 + 1; }
+
+static inline int pad_columns(int k) { return 3 * tap_groups(k) - 1; }
+
+/* The block's tile: for each input row and tap group s, the transformed inputs of the block's
+ * pixel pairs (even pixel w0 + 2l reads row columns w0 + 2l + 3s .. + 3). */
+static void make_tile(const Layer *L, int w0, int groups, vf *tile)
+{
+    for (int ch = 0; ch < L->channels; ch++) {
+        const float *row = L->src + ch * L->stride + w0;
+        for (int s = 0; s < groups; s++, tile += 4) {
+            vf d0, d1, d2, d3;
+            load_split(row + 3 * s, &d0, &d1);
+            load_split(row + 3 * s + 2, &d2, &d3);
+            tile[0] = d0 - d2;
+            tile[1] = d1 + d2;
+            tile[2] = d2 - d1;
+            tile[3] = d1 - d3;
+        }
+    }
+}
+
+/* Gate sums (i, f, o, g; even and odd pixels) of hidden channel n over the block's tile. */
+static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2])
+{
+    const int terms = L->channels * tap_groups(L->k);
+    for (int r0 = 0; r0 < 4; r0 += RP) {
+        const float *w = L->w + (ptrdiff_t)n * terms * 16 + r0;
+        vf acc[RP][4];
+        for (int r = 0; r < RP; r++) {
+            acc[r][0] = acc[r][2] = acc[r][3] = splat(0.0f);
+            acc[r][1] = splat(L->b[n * 4 + r0 + r]);   /* m1 reaches both pixels with sign + */
+        }
+        for (int t = 0; t < terms; t++, w += 16, tile += 4)
+            for (int j = 0; j < 4; j++) {
+                const vf v = tile[j];
+                for (int r = 0; r < RP; r++)
+                    acc[r][j] += splat(w[4 * j + r]) * v;
+            }
+        tile -= 4 * terms;
+        for (int r = 0; r < RP; r++) {
+            z[r0 + r][0] = acc[r][0] + acc[r][1] + acc[r][2];
+            z[r0 + r][1] = acc[r][1] - acc[r][2] - acc[r][3];
+        }
+    }
+}
+
+/* The LSTM update c' = f c + i g with i, f = (1 + tanh(halved z)) / 2 and g = tanh(z), over one
+ * common denominator: one division where the three ratios take three (the denominators are at
+ * least 1 and at most ~420, so their product stays far inside float32). */
+static inline vf cell_update(vf zi, vf zf, vf zg, vf c)
+{
+    const ratio i = tanh_ratio(zi), f = tanh_ratio(zf), g = tanh_ratio(zg);
+    const vf dig = i.d * g.d;
+    return ((f.d + f.n) * dig * c + (i.d + i.n) * g.n * f.d) / (splat(2.0f) * f.d * dig);
+}
+
+/* h = o tanh(c) with o = (1 + tanh(halved z)) / 2: one division for the two ratios. */
+static inline vf hidden_output(vf zo, vf c)
+{
+    const ratio o = tanh_ratio(zo), t = tanh_ratio(c);
+    return (o.d + o.n) * t.n / (splat(2.0f) * o.d * t.d);
+}
+
 static void layer_run(Layer *L)
 {
-    const ptrdiff_t wstep = (ptrdiff_t)L->channels * L->k * ROWS;
-    const int width = L->width, end = L->end < width ? L->end : width;
+    const int width = L->width, end = L->end < width ? L->end : width, groups = tap_groups(L->k);
+    vf tile[TILE_MAX * 4];
     vi bad = {0};
     for (int w0 = L->begin; w0 < end; w0 += BLOCK) {
-        for (int g0 = 0; g0 < L->hidden; g0 += G) {
-            const float *wg = L->w + (g0 / G) * wstep;
-            const float *bg = L->b + (g0 / G) * ROWS;
-            vf acc[ROWS][NV];
-            for (int r = 0; r < ROWS; r++)
-                for (int v = 0; v < NV; v++)
-                    acc[r][v] = splat(bg[r]);
-            for (int ch = 0; ch < L->channels; ch++) {
-                const float *row = L->src + ch * L->stride + w0;
-                for (int j = 0; j < L->k; j++, wg += ROWS) {
-                    vf xv[NV];
-                    for (int v = 0; v < NV; v++)
-                        xv[v] = loadu(row + j + v * VL);
-                    for (int r = 0; r < ROWS; r++) {
-                        vf wr = splat(wg[r]);
-                        for (int v = 0; v < NV; v++)
-                            acc[r][v] += wr * xv[v];
-                    }
-                }
-            }
-            for (int v = 0; v < NV; v++) {
-                int m = lanes(width, w0, v);
-                if (m == 0)
-                    break;
-                int col = w0 + v * VL;
-                vf out = splat(0.0f);
-                for (int n = 0; n < G; n++) {
-                    vf i = v_sigmoid_halved(acc[0 * G + n][v]);
-                    vf f = v_sigmoid_halved(acc[1 * G + n][v]);
-                    vf o = v_sigmoid_halved(acc[2 * G + n][v]);
-                    vf g = v_tanh(acc[3 * G + n][v]);
-                    float *cp = L->c + (ptrdiff_t)(g0 + n) * width + col;
-                    vf cv = f * load_part(cp, m) + i * g;
-                    store_part(cp, cv, m);
-                    bad |= nonfinite(cv);
-                    vf h = o * v_tanh(cv);
-                    storeu(L->hout + (ptrdiff_t)(g0 + n) * L->wp + col, h);
-                    if (L->head)
-                        out += splat(L->head[g0 + n]) * h;
-                }
+        const int m = width - w0 < BLOCK ? width - w0 : BLOCK;
+        make_tile(L, w0, groups, tile);
+        vf out[2] = {splat(0.0f), splat(0.0f)};
+        for (int n = 0; n < L->hidden; n++) {
+            vf z[4][2], c[2], h[2];
+            gate_sums(L, tile, n, z);
+            float *cp = L->c + (ptrdiff_t)n * width + w0;
+            load_split_part(cp, m, &c[0], &c[1]);
+            for (int e = 0; e < 2; e++) {
+                c[e] = cell_update(z[0][e], z[1][e], z[3][e], c[e]);
+                bad |= nonfinite(c[e]);
+                h[e] = hidden_output(z[2][e], c[e]);
                 if (L->head)
-                    storeu(L->logits + col, loadu(L->logits + col) + out);
+                    out[e] += splat(L->head[n]) * h[e];
             }
+            store_merged_part(cp, m, c[0], c[1]);
+            store_merged(L->hout + (ptrdiff_t)n * L->wp + w0, h[0], h[1]);
+        }
+        if (L->head) {
+            const vf bias = splat(L->head[L->hidden]);
+            store_merged(L->logits + w0, out[0] + bias, out[1] + bias);
         }
     }
     L->finite = none_set(bad);
@@ -318,14 +419,12 @@ typedef struct {
 static int run_line(const Step *s, int threads)
 {
     const int bands = s->bands, f1 = s->f1, f2 = s->f2, k = s->k, p = k / 2, width = s->width;
-    const ptrdiff_t wp = s->wp, stride = wp + k - 1;
+    const ptrdiff_t wp = s->wp, stride = wp + pad_columns(k);
     float *rows = s->rows, *logits = s->logits;
     Layer one = {.src = rows, .w = s->w1, .b = s->b1, .head = NULL, .c = s->c1, .hout = s->h, .logits = NULL,
                  .stride = stride, .wp = wp, .channels = bands + f1, .k = k, .hidden = f1, .width = width};
     int finite = layer(&one, threads);
     commit(rows + bands * stride + p, stride, s->h, wp, f1, width);
-    for (ptrdiff_t i = 0; i < wp; i++)
-        logits[i] = s->head[f2];
     Layer two = {.src = rows + bands * stride, .w = s->w2, .b = s->b2, .head = s->head, .c = s->c2, .hout = s->h,
                  .logits = logits, .stride = stride, .wp = wp, .channels = f1 + f2, .k = k, .hidden = f2,
                  .width = width};
@@ -368,21 +467,22 @@ static PyObject *step(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     if (PyObject_GetBuffer(samples, &in, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
         goto done;
-    const Py_ssize_t wp = ((Py_ssize_t)width + BLOCK - 1) / BLOCK * BLOCK, stride = wp + k - 1;
-    const int p = k / 2, fmax = f1 > f2 ? f1 : f2;
-    int finite = 0;
-    if (bands < 1 || f1 < G || f2 < G || f1 % G || f2 % G || k < 1 || k % 2 == 0 || width < 1) {
+    if (bands < 1 || f1 < 1 || f2 < 1 || k < 1 || k % 2 == 0 || width < 1
+        || ((long long)(bands > f2 ? bands : f2) + f1) * tap_groups(k) > TILE_MAX) {
         PyErr_SetString(PyExc_ValueError, "step: bad dimensions");
         goto done;
     }
+    const Py_ssize_t wp = ((Py_ssize_t)width + BLOCK - 1) / BLOCK * BLOCK, stride = wp + pad_columns(k);
+    const int p = k / 2, fmax = f1 > f2 ? f1 : f2, groups = tap_groups(k);
+    int finite = 0;
     if (threads < 1 || threads > MAX_THREADS) {
         PyErr_Format(PyExc_ValueError, "step: threads must be 1 to %d, got %d", MAX_THREADS, threads);
         goto done;
     }
     if (!(expect(&buf, (bands + f1 + f2) * stride, "buf") && expect(&c1, (Py_ssize_t)f1 * width, "c1")
           && expect(&c2, (Py_ssize_t)f2 * width, "c2") && expect(&scratch, (fmax + 1) * wp, "scratch")
-          && expect(&w1, (Py_ssize_t)4 * f1 * (bands + f1) * k, "w1") && expect(&b1, 4 * f1, "b1")
-          && expect(&w2, (Py_ssize_t)4 * f2 * (f1 + f2) * k, "w2") && expect(&b2, 4 * f2, "b2")
+          && expect(&w1, (Py_ssize_t)16 * f1 * (bands + f1) * groups, "w1") && expect(&b1, 4 * f1, "b1")
+          && expect(&w2, (Py_ssize_t)16 * f2 * (f1 + f2) * groups, "w2") && expect(&b2, 4 * f2, "b2")
           && expect(&head, f2 + 1, "head") && expect(&out, width, "out") && expect(&gain, bands, "gain")
           && expect(&offset, bands, "offset")))
         goto done;
@@ -419,12 +519,12 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linestep", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_linestep", .m_size = -1, .m_methods = methods};
 
 PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && (PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "GROUP", G) < 0
+    if (m && (PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
               || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
               || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);

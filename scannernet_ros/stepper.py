@@ -152,42 +152,51 @@ class CpuStepper:
         return bool(np.isfinite(self.cell1.c).all() and np.isfinite(self.cell2.c).all())
 
 
-def _pack_gates(weight: np.ndarray, bias: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gate weights ``(4F, channels, k)`` in the kernel's order: per group of hidden channels, per
-    input channel and tap, the ``4 * group`` rows i.., f.., o.., g.. of that group; i, f, o halved."""
+def _tap_groups(k: int) -> int:
+    """Groups of three taps the kernel splits a k-tap convolution into (the last padded with zeros)."""
+    return (k - 1) // 3 + 1
+
+
+def _pack_gates(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gate weights ``(4F, channels, k)`` as the kernel's Winograd F(2, 3) terms: per hidden channel,
+    input channel and group of three taps g0, g1, g2, the terms ``g0, (g0 + g1 + g2)/2,
+    (g0 - g1 + g2)/2, g2`` of its gate rows i, f, o, g (i, f, o halved); biases ``(F, 4)``."""
     four_f, channels, k = weight.shape
-    f = four_f // 4
+    f, groups = four_f // 4, _tap_groups(k)
     weight, bias = _halved_gates(weight, bias)
-    w = weight.reshape(4, f // group, group, channels, k)
-    b = bias.reshape(4, f // group, group)
-    return (np.ascontiguousarray(w.transpose(1, 3, 4, 0, 2).reshape(-1)),
-            np.ascontiguousarray(b.transpose(1, 0, 2).reshape(-1)))
+    taps = np.zeros((4, f, channels, 3 * groups))
+    taps[..., :k] = weight.reshape(4, f, channels, k)
+    g0, g1, g2 = np.moveaxis(taps.reshape(4, f, channels, groups, 3), -1, 0)
+    terms = np.stack((g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2), axis=-1)   # (4, F, ch, groups, 4)
+    return (np.ascontiguousarray(terms.transpose(1, 2, 3, 4, 0), np.float32).reshape(-1),
+            np.ascontiguousarray(bias.reshape(4, f).T).reshape(-1))
 
 
 class KernelStepper:
-    """ScannerNet's step in the compiled kernel (``_linestep.step``): the same arithmetic as
-    :class:`CpuStepper`, one call per line.  The padded buffer is a whole number of the kernel's
-    pixel blocks wide, so the last block reads zeros, never past the end."""
+    """ScannerNet's step in the compiled kernel (``_linestep.step``): the same model as
+    :class:`CpuStepper` (its convolutions in Winograd's F(2, 3) form), one call per line.  The
+    padded buffer is a whole number of the kernel's pixel blocks wide plus whole groups of three
+    taps, so the last block reads zeros, never past the end."""
 
     @staticmethod
     def fits(tensors: dict[str, np.ndarray]) -> bool:
-        """Whether the kernel is built and takes these layer sizes (hidden counts in whole groups)."""
+        """Whether the kernel is built and takes these layer sizes (its per-block tile is bounded)."""
         if _linestep is None:
             return False
-        _, f1, f2, _ = _sizes(tensors)
-        return f1 % _linestep.GROUP == 0 and f2 % _linestep.GROUP == 0
+        bands, f1, f2, k = _sizes(tensors)
+        return (max(bands, f2) + f1) * _tap_groups(k) <= _linestep.TILE_MAX
 
     def __init__(self, tensors: dict[str, np.ndarray], width: int) -> None:
         bands, f1, f2, k = _sizes(tensors)
         p, block = k // 2, _linestep.BLOCK
         padded = -(-width // block) * block
-        self.buf = np.zeros((bands + f1 + f2, padded + 2 * p), np.float32)
+        self.buf = np.zeros((bands + f1 + f2, padded + 3 * _tap_groups(k) - 1), np.float32)
         inner = slice(p, p + width)
         self.h1, self.h2 = self.buf[bands:bands + f1, inner], self.buf[bands + f1:, inner]
         self.c1, self.c2 = np.zeros((f1, width), np.float32), np.zeros((f2, width), np.float32)
         self.scratch = np.empty((max(f1, f2) + 1, padded), np.float32)
-        self.w1, self.b1 = _pack_gates(tensors["cell1.gates.weight"], tensors["cell1.gates.bias"], _linestep.GROUP)
-        self.w2, self.b2 = _pack_gates(tensors["cell2.gates.weight"], tensors["cell2.gates.bias"], _linestep.GROUP)
+        self.w1, self.b1 = _pack_gates(tensors["cell1.gates.weight"], tensors["cell1.gates.bias"])
+        self.w2, self.b2 = _pack_gates(tensors["cell2.gates.weight"], tensors["cell2.gates.bias"])
         self.head = np.append(tensors["head.weight"].reshape(-1), tensors["head.bias"].reshape(-1)).astype(np.float32)
         self.dims = (bands, f1, f2, k, width)
         self.identity = np.ones(bands, np.float32), np.zeros(bands, np.float32)

@@ -58,12 +58,12 @@ def test_kernel_equals_the_numpy_step(name):
 def test_padding_stays_zero():
     width = kernel.BLOCK + 3
     step = KernelStepper(_tensors(), width)
-    p = step.buf.shape[1] - (-(-width // kernel.BLOCK) * kernel.BLOCK)  # k - 1 padding columns
+    left = step.dims[3] // 2                                     # k // 2 columns before pixel 0
     rng = np.random.default_rng(1)
     for _ in range(10):
         step.probabilities(rng.standard_normal((3, width)).astype(np.float32))
     outside = np.ones(step.buf.shape[1], bool)
-    outside[p // 2:p // 2 + width] = False
+    outside[left:left + width] = False
     assert not step.buf[:, outside].any()
     assert step.h2.any() and step.c2.any()
 
@@ -138,10 +138,10 @@ def test_bad_arguments_are_refused():
     wrong[17] = 21                                            # width that the buffers were not made for
     with pytest.raises(ValueError, match="expected"):
         kernel.step(*wrong)
-    odd = list(args)
-    odd[14] = 3                                               # hidden channels not in whole groups
+    even = list(args)
+    even[16] = 8                                              # an even kernel size has no 'same' padding
     with pytest.raises(ValueError, match="bad dimensions"):
-        kernel.step(*odd)
+        kernel.step(*even)
     strided = list(args)
     strided[4] = np.zeros((4, 40), np.float32)[:, ::2]        # a state array that is not contiguous
     with pytest.raises((ValueError, BufferError, TypeError)):
@@ -174,15 +174,39 @@ def test_numpy_stepper_can_be_asked_for():
         LineSegmenter(tensors, ModelInfo("scannernet"), device="cuda", stepper="numpy")
 
 
+def _custom(f1, f2, k, seed=6):
+    rng = np.random.default_rng(seed)
+    return {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
+            "cell1.gates.bias": rng.normal(0, 0.5, 4 * f1).astype(np.float32),
+            "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
+            "cell2.gates.bias": rng.normal(0, 0.5, 4 * f2).astype(np.float32),
+            "head.weight": rng.normal(0, 1.0, (1, f2, 1)).astype(np.float32),
+            "head.bias": np.zeros(1, np.float32)}
+
+
+@needs_kernel
+@pytest.mark.parametrize("f1, f2, k", [(1, 1, 1), (3, 5, 5), (2, 3, 3), (4, 8, 11), (5, 2, 13)])
+def test_other_layer_sizes_equal_the_numpy_step(f1, f2, k):
+    """A custom config (any hidden counts, any odd kernel: taps not a multiple of three leave the
+    last Winograd group part zero) runs in the kernel and gives the numpy step's numbers."""
+    tensors = _custom(f1, f2, k)
+    rng = np.random.default_rng(k)
+    for width in (1, 33, 70):
+        fast, ref = make_cpu_stepper("scannernet", tensors, {}, width, 3), CpuStepper(tensors, width)
+        assert type(fast) is KernelStepper
+        for _ in range(12):
+            x = (rng.standard_normal((3, width)) * 3).astype(np.float32)
+            np.testing.assert_allclose(fast.logits(x), ref.logits(x), atol=1e-5, rtol=1e-5)
+        for a, b in zip(fast.state_arrays(), ref.state_arrays()):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_layer_sizes_the_kernel_does_not_take_run_in_numpy():
-    """Hidden counts that are not whole register groups (a custom config) keep to the numpy step."""
-    rng = np.random.default_rng(6)
-    f1, f2, k = 3, 5, 5
-    tensors = {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
-               "cell1.gates.bias": np.zeros(4 * f1, np.float32),
-               "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
-               "cell2.gates.bias": np.zeros(4 * f2, np.float32),
-               "head.weight": np.ones((1, f2, 1), np.float32), "head.bias": np.zeros(1, np.float32)}
+    """A layer too wide for the kernel's per-block tile (a custom config) keeps to the numpy step."""
+    f1, f2, k = 4, 200, 9                                       # (200 + 4) channels x 3 tap groups > TILE_MAX
+    tensors = _custom(f1, f2, k)
+    if kernel is not None:
+        assert (f1 + f2) * 3 > kernel.TILE_MAX
     step = make_cpu_stepper("scannernet", tensors, {}, 16, 3)
     assert type(step) is CpuStepper
     assert np.isfinite(step.probabilities(np.ones((3, 16), np.float32))).all()
