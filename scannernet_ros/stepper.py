@@ -4,8 +4,9 @@ One stepper per streaming architecture, built from the weights file's tensors (n
 each equal to the torch model's ``step`` to 1e-6 (tested where torch is present):
 
 - :class:`KernelStepper` (ScannerNet, the default where the package's C extension ``_linestep`` was
-  built): the whole step in one compiled call, a direct convolution whose gate sums stay in vector
-  registers until the LSTM update has used them (no im2col copy, no gate arrays).
+  built): the whole step in one compiled call, each convolution in Winograd's F(2, 3) form (a third
+  fewer multiply-adds) with the gate sums kept in vector registers until the LSTM update has used
+  them (no im2col copy, no gate arrays).
 - :class:`CpuStepper` (ScannerNet, numpy only: the fallback, and the reference the kernel is
   tested against): each gate convolution is one BLAS matrix product over an im2col view of a
   zero-padded buffer that holds ``[x; h1; h2]``, so ``h1`` is written once and read by both layers.
