@@ -87,17 +87,27 @@ static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 #define HIGH_PAIRS 2, 6, 3, 7
 #endif
 
+/* Lanes of the concatenation [a, b]: Clang's and GCC 12's builtin, or older GCC's (the same code). */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define SHUFFLE(a, b, lanes) __builtin_shufflevector(a, b, lanes)
+#endif
+#endif
+#ifndef SHUFFLE
+#define SHUFFLE(a, b, lanes) __builtin_shuffle(a, b, (vi){lanes})
+#endif
+
 static inline void load_split(const float *p, vf *even, vf *odd)
 {
     vf a = loadu(p), b = loadu(p + VL);
-    *even = __builtin_shufflevector(a, b, EVEN_LANES);
-    *odd = __builtin_shufflevector(a, b, ODD_LANES);
+    *even = SHUFFLE(a, b, EVEN_LANES);
+    *odd = SHUFFLE(a, b, ODD_LANES);
 }
 
 static inline void store_merged(float *p, vf even, vf odd)
 {
-    storeu(p, __builtin_shufflevector(even, odd, LOW_PAIRS));
-    storeu(p + VL, __builtin_shufflevector(even, odd, HIGH_PAIRS));
+    storeu(p, SHUFFLE(even, odd, LOW_PAIRS));
+    storeu(p + VL, SHUFFLE(even, odd, HIGH_PAIRS));
 }
 
 /* a where mask, else b (mask lanes are all ones or all zeros) */
