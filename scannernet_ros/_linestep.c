@@ -243,8 +243,9 @@ static inline int pad_columns(int k) { return 3 * tap_groups(k) - 1; }
 
 /* The block's tile: for each input row and tap group s, the transformed inputs of the block's
  * pixel pairs (even pixel w0 + 2l reads row columns w0 + 2l + 3s .. + 3). */
-static void make_tile(const Layer *L, int w0, int groups, vf *tile)
+static void make_tile(const Layer *L, int w0, vf *tile)
 {
+    const int groups = tap_groups(L->k);
     for (int ch = 0; ch < L->channels; ch++) {
         const float *row = L->src + ch * L->stride + w0;
         for (int s = 0; s < groups; s++, tile += 4) {
@@ -284,14 +285,13 @@ static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2])
             acc[r][0] = acc[r][2] = acc[r][3] = splat(0.0f);
             acc[r][1] = splat(L->b[n * 4 + r0 + r]);   /* m1 reaches both pixels with sign + */
         }
-        for (int t = 0; t < terms; t++, w += 16, tile += 4)
+        for (int t = 0; t < terms; t++, w += 16)
             for (int j = 0; j < 4; j++) {
-                vf v = tile[j];
+                vf v = tile[4 * t + j];
                 in_register(&v);
                 for (int r = 0; r < RP; r++)
                     acc[r][j] += splat(w[4 * j + r]) * v;
             }
-        tile -= 4 * terms;
         for (int r = 0; r < RP; r++) {
             z[r0 + r][0] = acc[r][0] + acc[r][1] + acc[r][2];
             z[r0 + r][1] = acc[r][1] - acc[r][2] - acc[r][3];
@@ -318,12 +318,12 @@ static inline vf hidden_output(vf zo, vf c)
 
 static void layer_run(Layer *L)
 {
-    const int width = L->width, end = L->end < width ? L->end : width, groups = tap_groups(L->k);
+    const int width = L->width, end = L->end < width ? L->end : width;
     vf tile[TILE_MAX * 4];
     vi bad = {0};
     for (int w0 = L->begin; w0 < end; w0 += BLOCK) {
         const int m = width - w0 < BLOCK ? width - w0 : BLOCK;
-        make_tile(L, w0, groups, tile);
+        make_tile(L, w0, tile);
         vf out[2] = {splat(0.0f), splat(0.0f)};
         for (int n = 0; n < L->hidden; n++) {
             vf z[4][2], c[2], h[2];

@@ -13,9 +13,13 @@ kernel = steppers._linestep
 
 
 def _tensors(name="scannernet", seed=3):
-    """Random weights of the shipped shapes, scaled up so the gates reach their saturated ends."""
+    """Random weights of the shipped shapes (see _custom)."""
+    return _custom(*{"scannernet": (4, 8, 9), "scannernet_small": (4, 4, 7)}[name], seed=seed)
+
+
+def _custom(f1, f2, k, seed=6):
+    """Random ScannerNet weights of any layer sizes, scaled up so the gates reach their saturated ends."""
     rng = np.random.default_rng(seed)
-    f1, f2, k = {"scannernet": (4, 8, 9), "scannernet_small": (4, 4, 7)}[name]
     return {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
             "cell1.gates.bias": rng.normal(0, 0.5, 4 * f1).astype(np.float32),
             "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
@@ -172,16 +176,6 @@ def test_numpy_stepper_can_be_asked_for():
     assert type(auto.stepper) is (KernelStepper if kernel is not None else CpuStepper)
     with pytest.raises(ValueError, match="CPU only"):
         LineSegmenter(tensors, ModelInfo("scannernet"), device="cuda", stepper="numpy")
-
-
-def _custom(f1, f2, k, seed=6):
-    rng = np.random.default_rng(seed)
-    return {"cell1.gates.weight": rng.normal(0, 0.3, (4 * f1, 3 + f1, k)).astype(np.float32),
-            "cell1.gates.bias": rng.normal(0, 0.5, 4 * f1).astype(np.float32),
-            "cell2.gates.weight": rng.normal(0, 0.3, (4 * f2, f1 + f2, k)).astype(np.float32),
-            "cell2.gates.bias": rng.normal(0, 0.5, 4 * f2).astype(np.float32),
-            "head.weight": rng.normal(0, 1.0, (1, f2, 1)).astype(np.float32),
-            "head.bias": np.zeros(1, np.float32)}
 
 
 @needs_kernel
