@@ -2,50 +2,54 @@
 
     ros2 launch scannernet_ros replay_eval.launch.py bag:=bags/ model:=scannernet rate:=0.0
 
-The launch ends when the evaluator has written its report (its exit code: 0 ok, 1 FAIL), or when
-the segmenter exits (a bad model or device), saying why.
+The launch ends by itself, and its exit code is the verdict: 0 when the evaluator wrote an ok
+report, 1 when the report says FAIL or a node failed (a bag that cannot be read, a bad model or
+device), saying which.  The params file sets every parameter it names; a launch argument
+overrides it only when given on the command line.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
+from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from scannernet_ros.launching import NOT_GIVEN, end_when_exits, given, nodes_from
 
-def shutdown_when_exits(node: Node, why: str) -> RegisterEventHandler:
-    return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
-        LogInfo(msg=f"{why}: shutting the launch down"), EmitEvent(event=Shutdown(reason=why))]))
+PLAYER = {"bag": (("bag",), str), "rate": (("rate",), float)}
+SEGMENTER = {"model": (("model",), str), "device": (("device",), str), "threshold": (("threshold",), float)}
+EVALUATOR = {"report": (("report_path",), str)}
+
+
+def make_nodes(context) -> list:
+    params_file, namespace = LaunchConfiguration("params_file"), LaunchConfiguration("namespace")
+    player = Node(package="scannernet_ros", executable="bag_player", name="bag_player", namespace=namespace,
+                  output="screen", parameters=[params_file, given(context, PLAYER)])
+    segmenter = Node(package="scannernet_ros", executable="segmenter", name="segmenter", namespace=namespace,
+                     output="screen", parameters=[params_file, given(context, SEGMENTER)])
+    evaluator = Node(package="scannernet_ros", executable="evaluator", name="evaluator", namespace=namespace,
+                     output="screen", parameters=[params_file, given(context, EVALUATOR)])
+    return [player, segmenter, evaluator,
+            end_when_exits(evaluator, "the evaluator", done="the evaluator wrote an ok report"),
+            end_when_exits(segmenter, "the segmenter"),
+            end_when_exits(player, "the bag player", success_ends=False)]
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = PathJoinSubstitution([FindPackageShare("scannernet_ros"), "config", "replay_eval.yaml"])
-    params_file = LaunchConfiguration("params_file")
-    namespace = LaunchConfiguration("namespace")
-    player = Node(package="scannernet_ros", executable="bag_player", name="bag_player", namespace=namespace,
-                  output="screen", parameters=[params_file, {
-                      "bag": LaunchConfiguration("bag"),
-                      "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float)}])
-    segmenter = Node(package="scannernet_ros", executable="segmenter", name="segmenter", namespace=namespace,
-                     output="screen", parameters=[params_file, {
-                         "model": LaunchConfiguration("model"),
-                         "device": LaunchConfiguration("device"),
-                         "threshold": ParameterValue(LaunchConfiguration("threshold"), value_type=float)}])
-    evaluator = Node(package="scannernet_ros", executable="evaluator", name="evaluator", namespace=namespace,
-                     output="screen", parameters=[params_file, {"report_path": LaunchConfiguration("report")}])
+
+    def override(name: str, what: str) -> DeclareLaunchArgument:
+        return DeclareLaunchArgument(name, default_value=NOT_GIVEN,
+                                     description=f"{what} (default: the params file's value)")
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="a scene bag or a folder of them (scannernet convert)"),
         DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="YAML parameters of the three nodes (launch arguments override it)"),
-        DeclareLaunchArgument("model", default_value="scannernet", description="registry name or .safetensors path"),
-        DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda, cuda:N or auto"),
-        DeclareLaunchArgument("threshold", default_value="0.5", description="cloud probability at which a pixel is cloud"),
-        DeclareLaunchArgument("rate", default_value="0.0", description="playback speed; 0 = as fast as lossless"),
-        DeclareLaunchArgument("report", default_value="replay_evaluation.json", description="JSON report path"),
+                              description="YAML parameters of the three nodes; launch arguments given on the "
+                                          "command line override it"),
+        override("model", "registry name or .safetensors path"),
+        override("device", "cpu, cuda, cuda:N or auto"),
+        override("threshold", "cloud probability at which a pixel is cloud"),
+        override("rate", "playback speed; 0 = as fast as lossless"),
+        override("report", "JSON report path"),
         DeclareLaunchArgument("namespace", default_value="pushbroom", description="namespace of the three nodes"),
-        player, segmenter, evaluator,
-        shutdown_when_exits(evaluator, "the evaluator wrote its report"),
-        shutdown_when_exits(segmenter, "the segmenter exited"),
+        nodes_from(make_nodes),
     ])

@@ -77,7 +77,7 @@ class SegmenterReporter:
             "state since stamp ns": str(core.state_since_ns) if core.state_since_ns is not None else "none",
             "state lines": str(core.state_lines),
             "device": device, "model": model,
-            "stepper": type(core.stepper).__name__ if core.stepper is not None else "none (no line yet)",
+            "stepper": core.step_in_use(),
             "width": str(core.width or 0),
         }
         core.compute_ms.clear()

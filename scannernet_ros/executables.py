@@ -17,9 +17,12 @@ def _run(module: str) -> int:
         return 0
     try:
         main = importlib.import_module(f"scannernet_ros.nodes.{module}").main
+        code = main()  # rclpy reads the ROS arguments from sys.argv
     except KeyboardInterrupt:  # a signal before install() could take effect
-        return 0
-    return main()  # rclpy reads the ROS arguments from sys.argv
+        code = 0
+    stop.ignore_further()   # a signal during the interpreter's own finalisation would kill it (-2)
+    return code
+
 
 
 def pushbroom_camera() -> int:

@@ -103,6 +103,11 @@ class Evaluation:
         for cm in scenes:
             if not cm.tp + cm.fn:
                 clear += cm
+        # Every scene counts here, cloud-free ones too: IoU 1 when nothing is called cloud, 0 when
+        # anything is.  Unseen sets are full of nearly clear scenes; this is what over-calling costs there.
+        every = [1.0 if not (cm.tp + cm.fp + cm.fn) else cm.tp / (cm.tp + cm.fp + cm.fn) for cm in scenes]
+        out["iou_all"] = float(np.mean(every)) if every else math.nan
+        out["iou_all_scenes"] = len(every)
         out["cloud_free_scenes"] = len(scenes) - len(cloudy)
         out["cloud_free_fp_rate"] = clear.fp / clear.pixels if clear.pixels else math.nan
         return out
@@ -186,3 +191,70 @@ class Breakdown:
             "fp_rate_other_rows": div("rest_fp", "rest_clear"),
             **{k: v for k, v in c.items()},
         }
+
+
+class Calibration:
+    """Whether a probability of 0.7 means cloud 70 % of the time: a reliability curve over
+    ``bins`` equal-width bins, the expected calibration error and the Brier score, over valid pixels."""
+
+    def __init__(self, bins: int = 10) -> None:
+        self.bins = bins
+        self.count = np.zeros(bins, np.int64)
+        self.prob_sum = np.zeros(bins)
+        self.cloud = np.zeros(bins, np.int64)
+        self.squared_error = 0.0
+
+    def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+        valid = truth != NO_DATA
+        p = np.clip(np.asarray(prob, np.float64)[valid], 0.0, 1.0)
+        y = truth[valid] == 1
+        index = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
+        self.count += np.bincount(index, minlength=self.bins)
+        self.prob_sum += np.bincount(index, weights=p, minlength=self.bins)
+        self.cloud += np.bincount(index, weights=y, minlength=self.bins).astype(np.int64)
+        self.squared_error += float(np.sum((p - y) ** 2))
+
+    def report(self) -> dict:
+        total = int(self.count.sum())
+        if not total:
+            return {"ece": math.nan, "brier": math.nan, "pixels": 0, "reliability": []}
+        used = self.count > 0
+        mean_p = np.divide(self.prob_sum, self.count, out=np.zeros(self.bins), where=used)
+        freq = np.divide(self.cloud, self.count, out=np.zeros(self.bins), where=used)
+        ece = float(np.sum(self.count / total * np.abs(mean_p - freq)))
+        curve = [{"bin": [i / self.bins, (i + 1) / self.bins], "pixels": int(self.count[i]),
+                  "mean_probability": float(mean_p[i]), "cloud_fraction": float(freq[i])}
+                 for i in range(self.bins) if used[i]]
+        return {"ece": ece, "brier": self.squared_error / total, "pixels": total, "reliability": curve}
+
+
+class FrameCover:
+    """The on-board figure: each frame's cloud fraction (``frame_lines`` rows of a scene, the last
+    one shorter, as the segmenter's cloud_cover closes a frame at a reset), predicted against true.
+    Mean absolute error of the fraction, and the share of frames whose discard decision
+    (fraction above ``discard_above``) agrees with the truth's."""
+
+    def __init__(self, frame_lines: int = 384, discard_above: float = 0.7) -> None:
+        if frame_lines < 1:
+            raise ValueError(f"frame_lines must be at least 1, got {frame_lines}")
+        self.frame_lines, self.discard_above = frame_lines, discard_above
+        self.errors: list[float] = []
+        self.agree = 0
+
+    def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        for r in range(0, truth.shape[0], self.frame_lines):
+            t = truth[r:r + self.frame_lines]
+            valid = t != NO_DATA
+            if not valid.any():
+                continue
+            p = np.asarray(pred[r:r + self.frame_lines], bool)[valid]
+            true_fraction = float(np.mean(t[valid] == 1))
+            fraction = float(np.mean(p))
+            self.errors.append(abs(fraction - true_fraction))
+            self.agree += (fraction > self.discard_above) == (true_fraction > self.discard_above)
+
+    def report(self) -> dict:
+        n = len(self.errors)
+        return {"frames": n, "frame_lines": self.frame_lines, "discard_above": self.discard_above,
+                "cover_mae": float(np.mean(self.errors)) if n else math.nan,
+                "discard_agreement": self.agree / n if n else math.nan}

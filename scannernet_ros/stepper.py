@@ -25,8 +25,11 @@ from numpy.lib.stride_tricks import as_strided
 
 try:  # the compiled step; without a C compiler at install time the numpy step is used
     from . import _linestep
-except ImportError:  # pragma: no cover - depends on the build
+    KERNEL_MISSING = ""
+except ImportError as _exc:  # pragma: no cover - depends on the build
     _linestep = None
+    KERNEL_MISSING = (f"compiled kernel not built ({_exc}; no C compiler or Python headers at install?)"
+                      .replace("\n", " "))
 
 STEPPERS = ("auto", "numpy", "torch", "plain")
 _kernel_threads = 1  # threads the compiled step may split a wide line over (set_kernel_threads)
@@ -284,6 +287,17 @@ class ThresholdStepper(_Stateless):
         out = x[:3].mean(axis=0, dtype=np.float32)
         np.subtract(out, self.t, out=out)
         return np.multiply(out, self.SHARPNESS, out=out)
+
+
+def describe(stepper) -> str:
+    """The stepper a line runs on, and why when it is not the compiled kernel: what the segmenter's
+    start-up log, its diagnostics and the demo print."""
+    if isinstance(stepper, KernelStepper):
+        return "kernel (compiled ScannerNet step)"
+    if isinstance(stepper, CpuStepper):
+        why = KERNEL_MISSING or "the layer sizes exceed the kernel's tile, or stepper 'numpy' was asked for"
+        return f"numpy ({why})"
+    return type(stepper).__name__
 
 
 def make_cpu_stepper(architecture: str, tensors: dict[str, np.ndarray], config: dict, width: int, bands: int,

@@ -5,6 +5,12 @@ managers.  rclpy's own handlers shut the context down at once, under the feet of
 still publishing, and a KeyboardInterrupt raised inside a callback can abort the interpreter.  Here
 a signal only sets an event; the spin loop sees it within 0.1 s, the node stops its threads, and
 only then is the context shut down, so the process ends with exit 0 and no traceback.
+
+A terminal's Ctrl-C reaches every process of the group and ``ros2 launch`` forwards one more, so a
+node gets SIGINT twice, the second one 0 to 100 ms into its shutdown.  Python restores SIGINT's
+default action while the interpreter finalises, and a signal then kills the process (-2).  So the
+first stop request turns both signals to *ignored*, which survives finalisation; ``launch``'s
+escalation to SIGKILL still ends a node that hangs.
 """
 from __future__ import annotations
 
@@ -33,7 +39,15 @@ def running() -> None:
     _starting = False
 
 
+def ignore_further() -> None:
+    """From now on SIGINT and SIGTERM are ignored: the process is already on its way out."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def _request_stop(signum, frame) -> None:
     if _starting:
         os._exit(0)   # still importing or parsing: no context, no threads, nothing to tear down
+    ignore_further()
     STOP.set()

@@ -115,6 +115,16 @@ class LineSegmenter:
         info, tensors = read_weights(resolve_model_path(model))
         return cls(tensors, info, device, **kwargs)
 
+    def step_in_use(self) -> str:
+        """Which step runs the lines, and why when it is not the compiled kernel (before any line:
+        the step the first line will get)."""
+        from .stepper import describe
+        if self.stepper is not None:
+            return describe(self.stepper)
+        if not self.on_cpu:
+            return f"torch on {self.device}"
+        return describe(self._new_stepper(1))
+
     def _new_stepper(self, width: int):
         if self.on_cpu:
             return make_cpu_stepper(self.info.architecture, self.tensors, self.info.config, width, len(self.bands),

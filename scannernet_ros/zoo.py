@@ -32,6 +32,13 @@ ZOO: dict[str, Entry] = {
 DEFAULT_MODEL = "scannernet"
 
 
+def runnable_per_line(models_dir=None) -> list[str]:
+    """The models the segmenter can run here: streaming architectures with shipped weights."""
+    from .weights import models_dir as shipped_dir
+    folder = models_dir or shipped_dir()
+    return [name for name, entry in ZOO.items() if entry.streams and (folder / f"{name}.safetensors").is_file()]
+
+
 def tensor_shapes(architecture: str, config: dict, bands: int) -> dict[str, tuple[int, ...]] | None:
     """The tensors a streaming model's weights hold, by name; None for the whole-image models
     (their layouts are checked against the torch network when it is built)."""

@@ -2,10 +2,26 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+
+def _test_the_installed_package() -> None:
+    """Under ``colcon test`` pytest runs in the source folder, whose ``scannernet_ros`` has no
+    compiled kernel (colcon builds it into the install space).  Test what colcon installed."""
+    source = Path(__file__).resolve().parent.parent
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        site = Path(prefix) / "lib" / version / "site-packages"
+        if (site / "scannernet_ros" / "__init__.py").is_file() and site.resolve() != source:
+            sys.path.insert(0, str(site))
+            return
+
+
+_test_the_installed_package()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Each test session on its own DDS domain, on loopback only: parallel runs and other ROS users on
 # the machine cannot cross-talk with the tests.  Set before rclpy is imported anywhere.

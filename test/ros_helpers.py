@@ -34,10 +34,12 @@ def executable(name: str) -> str:
 
 
 def start(name: str, namespace: str, **parameters) -> subprocess.Popen:
+    """The node in a process group of its own, as a terminal or ``ros2 launch`` starts it, so a
+    test can signal the group as a terminal's Ctrl-C does."""
     args = [executable(name), "--ros-args", "-r", f"__ns:=/{namespace}"]
     for k, v in parameters.items():
         args += ["-p", f"{k}:={v}"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen) -> str:

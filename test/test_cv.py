@@ -15,20 +15,35 @@ BIOME_SCENES = [f"{b}_{i:02d}" for b in ("Barren", "Forest", "Water", "SnowIce")
 
 @pytest.mark.parametrize("k", [2, 3, 4, 7])
 def test_folds_partition_scenes_and_spread_each_biome(k):
-    folds = make_folds(BIOME_SCENES, k, seed=0)
+    folds = make_folds(BIOME_SCENES, k, seed=0, grouping="scene")
     flat = [s for f in folds for s in f]
     assert sorted(flat) == sorted(BIOME_SCENES) and len(flat) == len(set(flat))  # no scene in two folds
     assert max(map(len, folds)) - min(map(len, folds)) <= 1
     for biome in ("Barren", "Forest", "Water", "SnowIce"):
         per_fold = [sum(stratum(s) == biome for s in f) for f in folds]
         assert max(per_fold) - min(per_fold) <= 1
-    assert make_folds(BIOME_SCENES, k, seed=0) == folds    # seeded
+    assert make_folds(BIOME_SCENES, k, seed=0, grouping="scene") == folds    # seeded
 
 
 def test_bad_fold_counts_are_one_clear_error():
     for k in (0, 1, len(BIOME_SCENES) + 1):
         with pytest.raises(ValueError, match="--folds"):
-            make_folds(BIOME_SCENES, k, seed=0)
+            make_folds(BIOME_SCENES, k, seed=0, grouping="scene")
+
+
+def test_leave_one_group_out_holds_each_biome_out_whole_and_38_cloud_on_its_own():
+    from scannernet_ros.tools.cv import group_of
+    folds = make_folds(BIOME_SCENES, 4, seed=0)   # the default grouping: k plays no part
+    assert len(folds) == 5
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == sorted(BIOME_SCENES) and len(flat) == len(set(flat))
+    for fold in folds:
+        assert len({group_of(s) for s in fold}) == 1            # one biome per held-out fold
+    groups = [group_of(f[0]) for f in folds]
+    assert len(set(groups)) == len(groups)                       # no biome in two folds
+    assert "38-Cloud" in groups and group_of("LC08_L1TP_002053_20160520_20170324_01_T1") == "38-Cloud"
+    with pytest.raises(ValueError, match="two groups"):
+        make_folds([f"Barren_{i:02d}" for i in range(4)], 2, seed=0)
 
 
 def test_stratum_reads_the_biome_name():
@@ -100,7 +115,7 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     from scannernet_ros.tools.cli import main
     out = tmp_path / "cv"
     rc = main(["cv", "--data", "synthetic:6:40:0.3-1.0", "--models", "baseline1d", "--folds", "2",
-               "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)])
+               "--grouping", "scene", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)])
     assert rc == 0
     summary = json.loads((out / "cv.json").read_text())
     assert list(summary["models"]) == ["threshold", "baseline1d"]       # the reference is always there
@@ -120,7 +135,8 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     assert per_scene == summary["models"]["baseline1d"]["per_scene"]["iou"]
     card = (models / "baseline1d.md").read_text()
     assert f"{100 * per_scene['mean']:.1f} ± {100 * per_scene['sd']:.1f}" in card and "threshold (reference)" in card
-    assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--out", str(tmp_path / "x")]) == 2
+    assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--grouping", "scene",
+                 "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err
 
 
@@ -130,7 +146,7 @@ def test_train_only_sources_train_every_fold_and_are_never_scored(tmp_path):
     from scannernet_ros.tools.cli import main
     out = tmp_path / "cv"
     assert main(["cv", "--data", "synthetic:4:40", "--train-only", "synthetic:2:32", "--models", "baseline1d",
-                 "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+                 "--folds", "2", "--grouping", "scene", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
     summary = json.loads((out / "cv.json").read_text())
     assert summary["train_only"] == ["synthetic:2:32"]
     scored = {s for fold in summary["folds"] for s in fold}
@@ -139,7 +155,7 @@ def test_train_only_sources_train_every_fold_and_are_never_scored(tmp_path):
     assert "never scored" in (out / "cv.md").read_text()
     # a training-only scene that is also scored would leak the held-out fold into training
     assert main(["cv", "--data", "synthetic:4:40", "--train-only", "synthetic:2:40", "--folds", "2",
-                 "--out", str(tmp_path / "leak")]) == 2
+                 "--grouping", "scene", "--out", str(tmp_path / "leak")]) == 2
 
 
 def _fold(values: dict[float, tuple[float, float]]) -> dict:
@@ -161,6 +177,16 @@ def test_each_fold_is_scored_at_the_threshold_the_other_folds_choose():
     assert scored[0]["at_0.5"]["pooled"]["iou"] == 0.5
     rows[1] = _fold({0.3: (0.9, 0.9), 0.5: (0.5, 0.5)})
     assert nested(rows)[2]["decision_threshold"] == 0.3   # folds 0 and 1 now agree on 0.3
+
+
+def test_the_cut_moves_from_one_half_only_when_it_wins_by_more_than_the_spread():
+    from scannernet_ros.tools.cv import choose_threshold
+    steady = [_fold({0.3: (0.8, 0.8), 0.5: (0.7, 0.7)}) for _ in range(3)]
+    assert choose_threshold(steady) == "0.30"       # +0.1 in every fold
+    noisy = [_fold({0.3: (0.95, 0.95), 0.5: (0.5, 0.5)}),  # +0.45 in one fold ...
+             _fold({0.3: (0.45, 0.45), 0.5: (0.6, 0.6)}),   # ... -0.15 in the others
+             _fold({0.3: (0.45, 0.45), 0.5: (0.6, 0.6)})]
+    assert choose_threshold(noisy) == "0.50"        # the mean gain (0.05) is within the spread
 
 
 @pytest.mark.parametrize("model", ["scannernet", "baseline1d", "threshold"])
@@ -189,7 +215,7 @@ def test_reuse_scores_the_fold_weights_a_run_left_and_retrains_on_another_recipe
 
     from scannernet_ros.tools.cli import main
     args = ["cv", "--data", "synthetic:4:40:0.3-1.0", "--models", "baseline1d", "--folds", "2", "--steps-per-epoch", "1",
-            "--out", str(tmp_path)]
+            "--grouping", "scene", "--out", str(tmp_path)]
     assert main([*args, "--epochs", "1"]) == 0
     first = json.loads((tmp_path / "cv.json").read_text())
     capsys.readouterr()
@@ -200,3 +226,8 @@ def test_reuse_scores_the_fold_weights_a_run_left_and_retrains_on_another_recipe
         assert json.dumps(again["baseline1d"][key]) == json.dumps(first["models"]["baseline1d"][key])
     assert main([*args, "--epochs", "2", "--reuse"]) == 0          # another budget: trained again
     assert "reusing" not in capsys.readouterr().out
+    # the same scene names over other pixels (scenes replaced in --data): nothing is reused
+    replaced = [a.replace("0.3-1.0", "0.2-0.9") for a in args]
+    assert main([*replaced, "--epochs", "2", "--reuse"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "not trained with this recipe on these scenes" in out

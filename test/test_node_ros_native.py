@@ -158,6 +158,8 @@ def test_autostart_with_a_bad_model_exits_2_naming_parameter_and_choices():
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert "parameter 'model'" in out and "scannernet_small" in out and "Traceback" not in out, out
+    assert out.count("parameter 'model'") == 1, f"the error is printed more than once:\n{out}"
+    assert "cunetpp" not in out, "lists a model the segmenter cannot run"
 
 
 NODES = {
@@ -195,6 +197,32 @@ def test_sigint_or_sigterm_at_random_moments_exit_0_without_traceback(name, rand
         assert rc == 0, f"{name}: exit {rc} after {signal.Signals(sig).name}\n{out}"
         assert "Traceback" not in out and "Fatal Python error" not in out and "terminate called" not in out, out
         assert took < 2.0, f"{name} took {took:.2f} s to stop"
+
+
+@pytest.mark.parametrize("name", sorted(NODES))
+def test_ctrl_c_from_a_terminal_then_the_one_launch_forwards_exits_0(name, random_weights):
+    """A terminal's Ctrl-C (SIGINT to the process group) and, 0 to 200 ms later, the SIGINT that
+    ``ros2 launch`` forwards: the second lands during shutdown and must not kill the node (-2)."""
+    import os
+    params = dict(NODES[name])
+    if name == "segmenter":
+        params["model"] = random_weights
+    for k, spacing in enumerate((0.0, 0.02, 0.05, 0.1, 0.2)):
+        proc = start(name, f"term_{name}_{k}", **params)
+        time.sleep(1.5 if k % 2 else 0.4)    # running, or still starting
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(spacing)
+        try:
+            proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        assert proc.returncode == 0, f"{name}: exit {proc.returncode}, second SIGINT {1e3 * spacing:.0f} ms later\n{out}"
+        assert "Traceback" not in out and "Fatal Python error" not in out, out
 
 
 def test_three_nodes_interrupted_together_while_lines_flow(random_weights):

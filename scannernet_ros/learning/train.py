@@ -50,6 +50,7 @@ class TrainConfig:
     schedule: str = "constant"   # or "cosine": the learning rate decays to 0 over max_epochs
     gain: float = 0.2            # scene brightness jitter of the augmentation: x (1 +- gain)
     composite: float = 0.0       # share of crops under a satellite-cloud-generator cloud (0 = none)
+    clear_weight: float = 1.0    # loss weight of clear pixels against cloud's 1: >1 buys precision on bright ground
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
     clip: float = 0.0            # >0: clip the gradient norm; recurrent nets spike without it
@@ -149,9 +150,13 @@ def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
     return torch.stack(xs), torch.stack(ys)[:, None]
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, clear_weight: float = 1.0) -> torch.Tensor:
+    """BCE over valid pixels; ``clear_weight`` weighs clear pixels against cloud, because a false
+    cloud on clear ground costs a mission a frame it would have downlinked."""
     valid = target >= 0
-    return nn.functional.binary_cross_entropy_with_logits(logits[valid], target[valid])
+    t = target[valid]
+    weight = None if clear_weight == 1.0 else torch.where(t > 0.5, 1.0, clear_weight)
+    return nn.functional.binary_cross_entropy_with_logits(logits[valid], t, weight=weight)
 
 
 @torch.no_grad()
@@ -384,7 +389,7 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
             for r in range(0, x.shape[2], strip):
                 with torch.autocast(device.type, enabled=device.type == "cuda"):
                     logits, state = model(x[:, :, r:r + strip], state)
-                    loss = masked_bce(logits.float(), y[:, :, r:r + strip]) if (y[:, :, r:r + strip] >= 0).any() else None
+                    loss = masked_bce(logits.float(), y[:, :, r:r + strip], cfg.clear_weight) if (y[:, :, r:r + strip] >= 0).any() else None
                 state = tuple(s.detach() for s in state)
                 if loss is None:
                     continue
@@ -481,6 +486,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=d.gain, help="scene brightness jitter of the augmentation (x 1 +- gain)")
     p.add_argument("--composite", type=float, default=d.composite,
                    help="share of crops under a satellite-cloud-generator cloud, composited over real ground (0 = none)")
+    p.add_argument("--clear-weight", type=float, default=d.clear_weight,
+                   help="loss weight of clear pixels (cloud weighs 1); above 1 trades recall for precision")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")
     p.add_argument("--ema", type=float, default=d.ema, help="weight EMA decay for validation and best (0 = off)")
     p.add_argument("--init", default=d.init, help="start from these weights (registry name or file); "

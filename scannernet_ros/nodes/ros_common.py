@@ -28,6 +28,10 @@ class ParameterError(ValueError):
     """A parameter value the node cannot start with."""
 
 
+class AlreadyLogged(ParameterError):
+    """A start-up failure the node has already logged: the process exits 2 without saying it twice."""
+
+
 def declare(node: Node, name: str, default: Any, description: str,
             range_: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None,
             runtime: bool = False) -> Any:
@@ -182,6 +186,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         spin_until(executor, stop, node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except AlreadyLogged:
+        return 2
     except (ParameterError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"[ERROR] {exc}", file=sys.stderr)
         return 2

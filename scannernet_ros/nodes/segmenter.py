@@ -34,8 +34,8 @@ from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
 from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, device_name, set_threads
 from ..weights import WeightsError
-from ..zoo import DEFAULT_MODEL, ZOO
-from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
+from ..zoo import DEFAULT_MODEL, runnable_per_line
+from .ros_common import (AlreadyLogged, ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
                          qos, run_node, to_ns)
 
 STATUS_NAME = "scannernet_ros: segmenter"
@@ -46,8 +46,8 @@ def load_segmenter(model: str, device: str, line_rate_hz: float, reset_gap_lines
     try:
         return LineSegmenter.from_file(model, device, line_rate_hz=line_rate_hz, reset_gap_lines=reset_gap_lines)
     except (WeightsError, ValueError) as exc:
-        shipped = ", ".join(ZOO)
-        raise ParameterError(f"parameter 'model' = {model!r}: {exc} (shipped models: {shipped}; "
+        shipped = ", ".join(runnable_per_line())
+        raise ParameterError(f"parameter 'model' = {model!r}: {exc} (shipped models that run per line: {shipped}; "
                              "or give a path to a .safetensors file)") from None
 
 
@@ -104,7 +104,7 @@ class Segmenter(LifecycleNode):
         if autostart:
             self.trigger_configure()
             if self.core is None:
-                raise ParameterError(self.configure_error)
+                raise AlreadyLogged(self.configure_error)
             self.trigger_activate()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,7 +146,8 @@ class Segmenter(LifecycleNode):
         # every request queued and answered, however many arrive at once
         self.reset_srv = self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0))
         self.get_logger().info(f"configured: {self.model_name} on {self.device} "
-                               f"({self.core.info.architecture}, bands {','.join(self.core.bands)})")
+                               f"({self.core.info.architecture}, bands {','.join(self.core.bands)}, "
+                               f"threshold {self.threshold}, stepper {self.core.step_in_use()})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

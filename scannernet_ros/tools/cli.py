@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     summary = evaluate(args.models, args.data, args.out, args.threshold, args.device, args.panels,
-                       args.nonempty_only)
+                       args.nonempty_only, frame_lines=args.frame_lines, discard_above=args.discard_above)
     from .evaluate import markdown
     print(markdown(summary))
     print(f"wrote {args.out}/evaluation.json, evaluation.md and figures")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..learning.datasets import Sample, load_all
-from ..metrics import Breakdown, Evaluation
+from ..metrics import Breakdown, Calibration, Evaluation, FrameCover
 from ..learning.models import count_parameters, resolve_device, state_bytes_per_pixel
 from ..normalise import Normaliser
 from ..render import display_rgb, mask_rgb, save_panels
@@ -47,25 +48,42 @@ class Predictor:
             return torch.sigmoid(self.net(x))[0, 0].float().cpu().numpy()
 
 
+@dataclass
+class Tally:
+    """Everything scored at one decision threshold."""
+    evaluation: Evaluation
+    breakdown: Breakdown
+    cover: FrameCover
+
+    def report(self) -> dict:
+        return {**self.evaluation.report(), "breakdown": self.breakdown.report(), "cover": self.cover.report()}
+
+
 def score_samples(predictor: Predictor, samples: list[Sample], thresholds: tuple[float, ...] = (0.5,),
-                  keep=None) -> dict[float, tuple[Evaluation, Breakdown]]:
-    """One model over ``samples``, each run once: both protocols' confusion matrices and the failure
-    breakdown at every decision threshold in ``thresholds``.  ``keep(i, mask)`` sees each predicted
-    mask at the first threshold (for figures)."""
-    tallies = {t: (Evaluation(), Breakdown()) for t in thresholds}
+                  keep=None, frame_lines: int = 384, discard_above: float = 0.7
+                  ) -> tuple[dict[float, Tally], Calibration]:
+    """One model over ``samples``, each run once: both protocols' confusion matrices, the failure
+    breakdown and the per-frame cloud cover at every decision threshold in ``thresholds``, and the
+    calibration of its probabilities.  ``keep(i, mask)`` sees each predicted mask at the first
+    threshold (for figures)."""
+    tallies = {t: Tally(Evaluation(), Breakdown(), FrameCover(frame_lines, discard_above)) for t in thresholds}
+    calibration = Calibration()
     for i, sample in enumerate(samples):
         prob = predictor.probabilities(sample)
-        for t, (evaluation, breakdown) in tallies.items():
+        calibration.add(prob, sample.mask)
+        for t, tally in tallies.items():
             pred = prob >= t
-            evaluation.add(sample.scene, pred, sample.mask)
-            breakdown.add(pred, sample.mask, sample.thin)
+            tally.evaluation.add(sample.scene, pred, sample.mask)
+            tally.breakdown.add(pred, sample.mask, sample.thin)
+            tally.cover.add(pred, sample.mask)
             if keep is not None and t == thresholds[0]:
                 keep(i, pred)
-    return tallies
+    return tallies, calibration
 
 
 def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0.5, device: str = "cpu",
-             panels: int = 4, nonempty_only: bool = False, log=print) -> dict:
+             panels: int = 4, nonempty_only: bool = False, log=print, frame_lines: int = 384,
+             discard_above: float = 0.7) -> dict:
     samples = load_all(data, nonempty_only)
     models = list(dict.fromkeys(["threshold", *models]))  # every table carries the reference
     predictors = [Predictor(m, resolve_device(device)) for m in models]
@@ -73,20 +91,24 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
     out.mkdir(parents=True, exist_ok=True)
     results, shown = {}, {}
     for p in predictors:
-        evaluation, breakdown = score_samples(
+        tallies, calibration = score_samples(
             p, samples, (threshold,),
-            keep=lambda i, pred: shown.setdefault(i, []).append(pred) if i < panels else None)[threshold]
-        report = evaluation.report()
+            keep=lambda i, pred: shown.setdefault(i, []).append(pred) if i < panels else None,
+            frame_lines=frame_lines, discard_above=discard_above)
+        report = tallies[threshold].report()
         results[p.name] = {
             "architecture": p.info.architecture, "weights": str(p.path), "trained": p.info.trained,
             "parameters": count_parameters(p.net), "state_bytes_per_pixel": state_bytes_per_pixel(p.net),
             "forward_pass_mb": forward_pass_mb(p.info.architecture),
             "runs": "per line" if p.segmenter is not None else "whole image",
-            **report, "breakdown": breakdown.report(),
+            **report, "calibration": calibration.report(),
         }
-        log(f"{p.name}: pooled IoU {report['pooled']['iou']:.4f}, per-scene IoU {report['per_scene_mean']['iou']:.4f}")
-    summary = {"threshold": threshold, "data": data, "samples": len(samples),
-               "scenes": len({s.scene for s in samples}), "models": results}
+        cover = report["cover"]
+        log(f"{p.name}: pooled IoU {report['pooled']['iou']:.4f}, per-scene IoU {report['per_scene_mean']['iou']:.4f}, "
+            f"cloud-cover error per frame {cover['cover_mae']:.3f} ({cover['frames']} frames, discard decision "
+            f"right in {cover['discard_agreement']:.0%})")
+    summary = {"threshold": threshold, "frame_lines": frame_lines, "discard_above": discard_above, "data": data,
+               "samples": len(samples), "scenes": len({s.scene for s in samples}), "models": results}
     atomic_write(out / "evaluation.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=float)))
     atomic_write(out / "evaluation.md", lambda tmp: Path(tmp).write_text(markdown(summary)))
     for i, preds in shown.items():
@@ -125,8 +147,16 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | {r['parameters']:,} | {mb} | {r['runs']} | {label} | " + " | ".join(
                 _pct(s[k]) for k in ("iou", "f1", "accuracy", "precision", "recall", "specificity")) + " |")
     lines += ["", "Per-scene means are over scenes with cloud; cloud-free scenes are scored alike for every "
-              "model, by their false-positive rate.", "",
-              "| model | cloud-free scenes | FP rate there | recall thin | recall thick | errors within 3 px of an edge "
+              "model, by their false-positive rate. Frames are the segmenter's cloud_cover frames "
+              f"({summary.get('frame_lines', 384)} lines, closed at each scene's end), discard above "
+              f"{summary.get('discard_above', 0.7):g}. All figures x100."]
+    lines += ["", "| model | per-scene IoU, every scene (cloud-free: 1 if nothing called cloud) | cloud-cover error "
+              "per frame (MAE) | discard decision right | frames | ECE | Brier |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in summary["models"].items():
+        c, cal = r["cover"], r["calibration"]
+        lines.append(f"| {name} | {_pct(r['per_scene_mean']['iou_all'])} | {_pct(c['cover_mae'])} | "
+                     f"{_pct(c['discard_agreement'])} | {c['frames']} | {_pct(cal['ece'])} | {_pct(cal['brier'])} |")
+    lines += ["", "| model | cloud-free scenes | FP rate there | recall thin | recall thick | errors within 3 px of an edge "
               "| FP rate, first 16 rows | FP rate, other rows |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in summary["models"].items():
         s, b = r["per_scene_mean"], r["breakdown"]
@@ -162,4 +192,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--panels", type=int, default=4, help="how many images to draw as PNG panels")
     p.add_argument("--nonempty-only", action="store_true", help="38-Cloud: only the official non-empty patches")
+    p.add_argument("--frame-lines", type=int, default=384,
+                   help="lines per cloud-cover frame (the segmenter's frame_lines) for the per-frame cover error")
+    p.add_argument("--discard-above", type=float, default=0.7,
+                   help="cloud fraction above which a frame is discarded (the segmenter's discard_above)")
     p.add_argument("--out", default="out/evaluation")
