@@ -29,8 +29,10 @@
  *   out      (width,) logits, or probabilities when asked.
  * The call returns whether the new cell states and the output are all finite.
  */
+#ifndef LINESTEP_CORE_ONLY   /* the core alone (no Python) is what test/linestep_harness.c builds */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
@@ -393,25 +395,15 @@ static void commit(float *rows, ptrdiff_t stride, const float *h, ptrdiff_t wp, 
         memcpy(rows + n * stride, h + n * wp, (size_t)width * sizeof(float));
 }
 
-/* Standardise the raw line into the x rows of buf: x = gain[b] * sample + offset[b]. */
-static int load_line(Py_buffer *in, const float *gain, const float *offset, float *rows, ptrdiff_t stride,
-                     int bands, int width)
+/* Standardise a raw line into the x rows of buf: x = gain[b] * sample + offset[b].  kind: 'B' uint8,
+ * 'H' uint16, 'f' float32 (native byte order); strides in bytes. */
+static void standardise(const char *samples, char kind, ptrdiff_t band_stride, ptrdiff_t step, const float *gain,
+                        const float *offset, float *rows, ptrdiff_t stride, int bands, int width)
 {
-    const char *fmt = in->format ? in->format : "B";
-    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && PY_LITTLE_ENDIAN))
-        fmt++;
-    char kind = fmt[1] == '\0' ? fmt[0] : '?';
-    if (in->ndim != 2 || in->shape[0] != bands || in->shape[1] != width
-        || !((kind == 'B' && in->itemsize == 1) || (kind == 'H' && in->itemsize == 2) || (kind == 'f' && in->itemsize == 4))) {
-        PyErr_Format(PyExc_ValueError, "samples: expected (%d, %d) uint8, uint16 or float32 in native byte order",
-                     bands, width);
-        return 0;
-    }
     for (int b = 0; b < bands; b++) {
-        const char *src = (const char *)in->buf + b * in->strides[0];
+        const char *src = samples + b * band_stride;
         float *dst = rows + b * stride;
         const float g = gain[b], o = offset[b];
-        const Py_ssize_t step = in->strides[1];
         if (kind == 'H')
             for (int w = 0; w < width; w++) {
                 unsigned short v;
@@ -428,8 +420,26 @@ static int load_line(Py_buffer *in, const float *gain, const float *offset, floa
                 dst[w] = g * v + o;
             }
     }
+}
+
+#ifndef LINESTEP_CORE_ONLY
+static int load_line(Py_buffer *in, const float *gain, const float *offset, float *rows, ptrdiff_t stride,
+                     int bands, int width)
+{
+    const char *fmt = in->format ? in->format : "B";
+    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && PY_LITTLE_ENDIAN))
+        fmt++;
+    char kind = fmt[1] == '\0' ? fmt[0] : '?';
+    if (in->ndim != 2 || in->shape[0] != bands || in->shape[1] != width
+        || !((kind == 'B' && in->itemsize == 1) || (kind == 'H' && in->itemsize == 2) || (kind == 'f' && in->itemsize == 4))) {
+        PyErr_Format(PyExc_ValueError, "samples: expected (%d, %d) uint8, uint16 or float32 in native byte order",
+                     bands, width);
+        return 0;
+    }
+    standardise(in->buf, kind, in->strides[0], in->strides[1], gain, offset, rows, stride, bands, width);
     return 1;
 }
+#endif
 
 /* What one line's step reads and writes (see the layout at the top). */
 typedef struct {
@@ -470,6 +480,7 @@ static int run_line(const Step *s, int threads)
     return finite;
 }
 
+#ifndef LINESTEP_CORE_ONLY
 static int expect(Py_buffer *view, Py_ssize_t floats, const char *name)
 {
     if (view->len != floats * (Py_ssize_t)sizeof(float)) {
@@ -557,3 +568,4 @@ PyMODINIT_FUNC PyInit__linestep(void)
     }
     return m;
 }
+#endif  /* LINESTEP_CORE_ONLY */

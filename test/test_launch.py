@@ -57,13 +57,17 @@ def wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 60.0) -> str
 
 @pytest.mark.parametrize("after", ["start-up", "running"])
 def test_pipeline_survives_terminal_ctrl_c_every_node_exits_0(after, random_weights):
-    """Ctrl-C as a terminal sends it (the group, then launch's forwarded SIGINT), during start-up
-    and while masks flow: every node reports a clean finish, none dies by a signal."""
+    """Ctrl-C as a terminal sends it (the group, then launch's forwarded SIGINT), during the nodes'
+    start-up and while masks flow: every node reports a clean finish, none dies by a signal.
+    Start-up here begins a second after launch started the processes, once the interpreter and the
+    console-script wrapper (which scans every installed package's metadata) have handed over to
+    the node's own code: a signal before that is the interpreter's default action, whatever the
+    node does."""
     for attempt in range(5):
         proc = ros2_launch("pipeline.launch.py", f"model:={random_weights}", f"namespace:=ctrlc{attempt}")
-        head = ""
-        if after == "start-up":
-            time.sleep(0.3 + 0.3 * attempt)   # while the nodes import and start
+        if after == "start-up":   # while the nodes import rclpy, numpy and the model and start
+            head = wait_for(proc, r"\[waterfall-\d+\]: process started")
+            time.sleep(1.0 + 0.2 * attempt)
         else:
             head = wait_for(proc, r"segmenter.*(active|activated)")
             time.sleep(1.0)

@@ -19,7 +19,12 @@ def _latencies_ms(recorder, stamps_from: int, stamps_to: int) -> list[float]:
 
 
 def test_overload_with_best_effort_stays_current_counts_drops_and_recovers(ros, tmp_path):
-    """A sender at about 10x what the segmenter sustains, sensor-data QoS: no backlog builds up."""
+    """A sender at about 10x what the segmenter sustains, sensor-data QoS: no backlog builds up.
+
+    Once the load falls, what is measured is the segmenter: every line it answers comes at once
+    (no backlog left over).  The test's own best-effort hop into it may lose a few lines on a
+    loaded 2-core machine before the segmenter ever sees them, so the share answered is only
+    bounded loosely (80 of 100); a segmenter still working off a backlog fails on latency."""
     import rclpy
     from sensor_msgs.msg import Image
 
@@ -66,8 +71,10 @@ def test_overload_with_best_effort_stays_current_counts_drops_and_recovers(ros, 
     assert 0 < processed < 0.5 * n, f"segmenter answered {processed} of {n}: not overloaded ({logs})"
     assert np.percentile(overload_latency, 90) < 250, "latency grew: a backlog built up under best effort"
     missing = sorted(set(range(100)) - {(s - phase1_end) // (40 * period) for s in recovered})
-    assert len(recovered) >= 95, (f"only {len(recovered)} of 100 lines answered once the load fell; missing "
+    assert len(recovered) >= 80, (f"only {len(recovered)} of 100 lines answered once the load fell; missing "
                                   f"{missing}; segmenter diagnostics {values}")
+    after = _latencies_ms(recorder, phase1_end, phase1_end + 100 * 40 * period)
+    assert np.percentile(after, 90) < 100, f"lines answered late once the load fell: p90 {np.percentile(after, 90):.0f} ms"
     assert int(values["dropped (stamp gaps)"]) > n // 2
     assert int(values.get("resets stamp_gap", "0")) > 0
 
