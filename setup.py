@@ -31,6 +31,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    package_data={package_name: ["_linestep.c"]},   # the kernel's source: `scannernet bench --parts predict` reads it
     ext_modules=[KERNEL],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

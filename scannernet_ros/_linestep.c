@@ -55,6 +55,13 @@
 #define VL 4
 #define RP 2
 #endif
+/* Region markers for llvm-mca's static throughput model (scannernet_ros/tools/predict.py compiles
+ * the kernel to assembly with LINESTEP_MCA defined); nothing at all in a normal build. */
+#ifdef LINESTEP_MCA
+#define MCA(mark) __asm__ volatile("# LLVM-MCA-" mark)   /* '#' starts a comment in both assemblers */
+#else
+#define MCA(mark) ((void)0)
+#endif
 /* RP: gate rows summed at once (RP x 4 accumulators; 4 where there are 32 vector registers) */
 #define BLOCK (2 * VL)     /* pixels per block: VL output pairs, even pixels in one vector, odd in another */
 #define TILE_MAX 512       /* input channels x tap groups a layer may have (the block's tile is on the stack) */
@@ -251,6 +258,7 @@ static void make_tile(const Layer *L, int w0, vf *tile)
     for (int ch = 0; ch < L->channels; ch++) {
         const float *row = L->src + ch * L->stride + w0;
         for (int s = 0; s < groups; s++, tile += 4) {
+            MCA("BEGIN tile");
             vf d0, d1, d2, d3;
             load_split(row + 3 * s, &d0, &d1);
             load_split(row + 3 * s + 2, &d2, &d3);
@@ -258,6 +266,7 @@ static void make_tile(const Layer *L, int w0, vf *tile)
             tile[1] = d1 + d2;
             tile[2] = d2 - d1;
             tile[3] = d1 - d3;
+            MCA("END tile");
         }
     }
 }
@@ -287,13 +296,16 @@ static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2])
             acc[r][0] = acc[r][2] = acc[r][3] = splat(0.0f);
             acc[r][1] = splat(L->b[n * 4 + r0 + r]);   /* m1 reaches both pixels with sign + */
         }
-        for (int t = 0; t < terms; t++, w += 16)
+        for (int t = 0; t < terms; t++, w += 16) {
+            MCA("BEGIN terms");
             for (int j = 0; j < 4; j++) {
                 vf v = tile[4 * t + j];
                 in_register(&v);
                 for (int r = 0; r < RP; r++)
                     acc[r][j] += splat(w[4 * j + r]) * v;
             }
+            MCA("END terms");
+        }
         for (int r = 0; r < RP; r++) {
             z[r0 + r][0] = acc[r][0] + acc[r][1] + acc[r][2];
             z[r0 + r][1] = acc[r][1] - acc[r][2] - acc[r][3];
@@ -332,6 +344,7 @@ static void layer_run(Layer *L)
             gate_sums(L, tile, n, z);
             float *cp = L->c + (ptrdiff_t)n * width + w0;
             load_split_part(cp, m, &c[0], &c[1]);
+            MCA("BEGIN lstm");
             for (int e = 0; e < 2; e++) {
                 c[e] = cell_update(z[0][e], z[1][e], z[3][e], c[e]);
                 bad |= nonfinite(c[e]);
@@ -339,6 +352,7 @@ static void layer_run(Layer *L)
                 if (L->head)
                     out[e] += splat(L->head[n]) * h[e];
             }
+            MCA("END lstm");
             store_merged_part(cp, m, c[0], c[1]);
             store_merged(L->hout + (ptrdiff_t)n * L->wp + w0, h[0], h[1]);
         }
@@ -479,6 +493,11 @@ static int run_line(const Step *s, int threads)
     }
     return finite;
 }
+
+#ifdef LINESTEP_MCA
+/* Keeps the kernel's code in an assembly-only build (its functions are static). */
+int linestep_mca_entry(const Step *s) { return run_line(s, 1); }
+#endif
 
 #ifndef LINESTEP_CORE_ONLY
 static int expect(Py_buffer *view, Py_ssize_t floats, const char *name)

@@ -122,3 +122,22 @@ def test_aarch64_neon_kernel_flags_a_non_finite_line(neon_harness, tmp_path):
     samples[1, 0, 17] = np.nan
     _, finite = run_on_neon(neon_harness, tensors, samples, *_gain_offset(np.dtype(np.float32)), 1, tmp_path)
     assert finite.tolist() == [True, False]
+
+
+def test_predicted_cycles_follow_the_kernels_loop_counts():
+    """The arithmetic of the llvm-mca prediction on made-up region cycles (the tools are not needed)."""
+    from scannernet_ros.tools.predict import ARM, cycles_per_line
+    a57 = ARM[0]
+    one = cycles_per_line({"tile": 1.0, "terms": 0.0, "lstm": 0.0}, a57, 8)   # one block of 8 px
+    assert one == (3 + 4) * 3 + (4 + 8) * 3                               # channels x tap groups, both layers
+    terms = cycles_per_line({"tile": 0.0, "terms": 1.0, "lstm": 0.0}, a57, 8)
+    assert terms == 4 * (7 * 3) + 8 * (12 * 3)                           # hidden x terms (RP 4: one pass)
+    assert cycles_per_line({"tile": 0.0, "terms": 0.0, "lstm": 1.0}, a57, 6916) == 865 * (4 + 8)
+
+
+@pytest.mark.skipif(shutil.which("llvm-mca-19") is None and shutil.which("llvm-mca") is None,
+                    reason="needs llvm-mca (apt-get install llvm-19)")
+def test_llvm_mca_finds_the_three_hot_regions_in_the_aarch64_build():
+    from scannernet_ros.tools.predict import ARM, region_cycles
+    cycles = region_cycles(ARM[0], iterations=20)
+    assert set(cycles) == {"tile", "terms", "lstm"} and all(c > 0 for c in cycles.values())

@@ -29,7 +29,7 @@ from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, set_threads
 from ..weights import ModelInfo
 
 SIZE = 384
-PARTS = ("memory", "latency", "step", "swath", "ros")
+PARTS = ("memory", "latency", "step", "swath", "ros", "predict")
 SWATH = 6916  # Landsat 8 OLI pixels per line
 PAPER_TABLE4_MS = {"cunetpp": (638.6, 27.9), "cfcn": (296.1, 11.1), "scannernet": (91.5, 4.6),
                    "scannernet_small": (80.3, 4.5)}
@@ -405,6 +405,9 @@ def run(args: argparse.Namespace) -> int:
         md.extend([f"## {title}", "", text, ""])
 
     parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise ValueError(f"--parts: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if "memory" in parts:
         rows, report["memory"] = memory_table()
         section("Memory (paper Table 2: torchinfo forward pass, one line or one 384x384 image)", rows)
@@ -437,6 +440,11 @@ def run(args: argparse.Namespace) -> int:
         report.update(data)
         for title, rows in tables:
             section(title, rows)
+    if "predict" in parts:
+        from .predict import table as predicted
+        report["predict"], text = predicted()
+        print(f"\n## Predicted on other CPUs (llvm-mca)\n\n{text}", flush=True)
+        md.extend(["## Predicted on other CPUs (llvm-mca)", "", text, ""])
     suffix = "" if parts == set(PARTS) else "_" + "_".join(sorted(parts))
     (out / f"bench{suffix}.json").write_text(json.dumps(report, indent=1))
     (out / f"bench{suffix}.md").write_text("\n".join(md))

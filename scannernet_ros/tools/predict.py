@@ -1,0 +1,148 @@
+"""Predicted speed of the compiled line step on CPUs this machine does not have (llvm-mca).
+
+The kernel is compiled to assembly for each target with markers around its three hot regions
+(``_linestep.c``: ``tile``, one channel and tap group of the Winograd input transform; ``terms``,
+one term of a hidden channel's gate sums; ``lstm``, one hidden channel's LSTM update of a block).
+llvm-mca's scheduling model of the core gives cycles per iteration of each region; the kernel's
+loop counts turn them into cycles per line:
+
+    per block and layer:  tile x channels x groups  +  hidden x (4 / RP x terms x channels x groups + lstm)
+
+and the core's clock into lines per second.  A static model: no cache misses, no branch
+mispredictions, no loop overhead outside the regions, one core.  The same method on this machine's
+own CPU, set beside the kernel's measured rate here, shows how far it is off.  These are
+predictions, not measurements on the board.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).resolve().parent.parent / "_linestep.c"
+LINE_RATE_HZ = 225.0          # Landsat 8 OLI lines per second
+FULL_SWATH = 6916
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    compiler: str
+    cflags: tuple[str, ...]
+    mca: tuple[str, ...]
+    lanes: int          # floats per vector register (VL in _linestep.c)
+    rows_per_pass: int  # RP in _linestep.c
+    ghz: float
+    board: str
+
+
+ARM = (
+    Target("cortex-a57", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a57",), ("-mtriple=aarch64", "-mcpu=cortex-a57"),
+           4, 4, 1.43, "Jetson Nano (4x Cortex-A57 at 1.43 GHz)"),
+    Target("cortex-a72", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a72",), ("-mtriple=aarch64", "-mcpu=cortex-a72"),
+           4, 4, 1.5, "Raspberry Pi 4 class (Cortex-A72 at 1.5 GHz)"),
+    Target("cortex-a78", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=cortex-a78"),
+           4, 4, 2.2, "Jetson Orin class (Cortex-A78AE at 2.2 GHz)"),
+    Target("neoverse-n1", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=neoverse-n1"),
+           4, 4, 2.2, "Orin class again, scheduled with LLVM's Neoverse-N1 model (an A76-derived core)"),
+)
+
+REGION = re.compile(r"\[\d+\] Code Region - (\w+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)", re.S)
+
+
+def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
+    """Cycles per iteration of each marked region, from llvm-mca's model of ``target``."""
+    mca = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
+    if shutil.which(target.compiler) is None or mca is None:
+        raise FileNotFoundError(f"needs {target.compiler} and llvm-mca (apt-get install gcc-aarch64-linux-gnu llvm-19)")
+    with tempfile.TemporaryDirectory() as tmp:
+        asm = Path(tmp) / f"{target.name}.s"
+        subprocess.run([target.compiler, "-O3", *target.cflags, "-DLINESTEP_CORE_ONLY", "-DLINESTEP_MCA", "-S",
+                        "-o", str(asm), str(SOURCE)], check=True, capture_output=True, text=True)
+        report = subprocess.run([mca, *target.mca, f"-iterations={iterations}", str(asm)], check=True,
+                                capture_output=True, text=True).stdout
+    cycles = {name: int(total) / int(its) for name, its, total in REGION.findall(report)}
+    missing = {"tile", "terms", "lstm"} - set(cycles)
+    if missing:
+        raise RuntimeError(f"llvm-mca found no region {sorted(missing)} in the {target.name} build")
+    return cycles
+
+
+def cycles_per_line(cycles: dict[str, float], target: Target, width: int,
+                    bands: int = 3, f1: int = 4, f2: int = 8, k: int = 9) -> float:
+    """The kernel's loop counts times each region's cycles (ScannerNet's sizes by default)."""
+    groups = (k - 1) // 3 + 1
+    blocks = math.ceil(width / (2 * target.lanes))
+    total = 0.0
+    for channels, hidden in ((bands + f1, f1), (f1 + f2, f2)):
+        terms = channels * groups
+        total += cycles["tile"] * terms + hidden * (4 // target.rows_per_pass * terms * cycles["terms"] + cycles["lstm"])
+    return blocks * total
+
+
+def host_target() -> Target:
+    """This machine's CPU, for setting the model beside a measurement: znver4 where AVX-512 is
+    present, znver3 otherwise (the clock is /proc/cpuinfo's)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", info)
+    avx512 = " avx512f" in info
+    return Target("this x86 CPU", "gcc", ("-march=native",), ("-mcpu=" + ("znver4" if avx512 else "znver3"),),
+                  16 if avx512 else 8, 4 if avx512 else 2, float(mhz[1]) / 1e3 if mhz else 2.5,
+                  "this machine, " + ("AVX-512" if avx512 else "AVX2"))
+
+
+def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float:
+    """The compiled step's rate here at ``width`` on one thread (best of short runs)."""
+    from ..stepper import KernelStepper, _linestep
+    if _linestep is None:
+        raise RuntimeError("the compiled kernel is not built here")
+    rng = np.random.default_rng(0)
+    tensors = {"cell1.gates.weight": rng.normal(0, .3, (16, 7, 9)), "cell1.gates.bias": rng.normal(0, .3, 16),
+               "cell2.gates.weight": rng.normal(0, .3, (32, 12, 9)), "cell2.gates.bias": rng.normal(0, .3, 32),
+               "head.weight": rng.normal(0, .3, (1, 8, 1)), "head.bias": rng.normal(0, .3, 1)}
+    step = KernelStepper({n: v.astype(np.float32) for n, v in tensors.items()}, width)
+    line = rng.integers(5000, 40000, (3, width), dtype=np.uint16)
+    gain, offset = np.full(3, 2e-5 / 0.1, np.float32), np.full(3, -1.0, np.float32)
+    best, stop = math.inf, time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        for _ in range(10):
+            step.step_samples(line, gain, offset)
+        best = min(best, (time.perf_counter() - t0) / 10)
+    return 1.0 / best
+
+
+def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
+    rows = []
+    for target in (*ARM, host_target()):
+        cycles = region_cycles(target)
+        for width in widths:
+            per_line = cycles_per_line(cycles, target, width)
+            rate = target.ghz * 1e9 / per_line
+            rows.append({"target": target.name, "board": target.board, "ghz": target.ghz, "width": width,
+                         "cycles_per_pixel": per_line / width, "ms_per_line": 1e3 / rate, "lines_per_s": rate,
+                         "real_time_factor": rate / LINE_RATE_HZ, "regions": cycles})
+    host = rows[-1]
+    measured = measured_lines_per_s(FULL_SWATH)
+    borrowed = sorted({r["target"] for r in rows if r["target"] != "cortex-a57" and r["regions"] == rows[0]["regions"]})
+    lines = ["Predicted by llvm-mca (static model, one core; predicted, not measured on the board), ScannerNet:", "",
+             "| target | clock GHz | width px | cycles / px | ms / line | lines / s | x real time (225 lines/s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['target']} ({r['board']}) | {r['ghz']:.2f} | {r['width']:,} | {r['cycles_per_pixel']:.0f} | "
+                     f"{r['ms_per_line']:.3f} | {r['lines_per_s']:,.0f} | {r['real_time_factor']:.2f} |")
+    if borrowed:
+        lines += ["", f"llvm-mca gives {', '.join(borrowed)} the same cycles as cortex-a57: LLVM has no scheduling model "
+                  "of its own for them and uses the A57's, so only their clocks differ here."]
+    lines += ["", f"The same method on this machine's CPU predicts {host['lines_per_s']:,.0f} lines/s at "
+              f"{FULL_SWATH:,} px ({host['ghz']:.2f} GHz from /proc/cpuinfo); the kernel measured here does "
+              f"{measured:,.0f} lines/s: measured / predicted = {measured / host['lines_per_s']:.2f}."]
+    return rows + [{"target": "measured here", "width": FULL_SWATH, "lines_per_s": measured,
+                    "measured_over_predicted": measured / host["lines_per_s"]}], "\n".join(lines)
