@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .camera import LANDSAT8_LINE_RATE_HZ  # noqa: F401 - the default line rate, re-exported
-from .codec import ImageFormatError, Line, check_values, check_width, decode_line
+from .codec import MAX_WIDTH, ImageFormatError, Line, check_values, check_width, decode_line
 from .normalise import Normaliser
 from .stats import Window
 from .stepper import KernelStepper, check_kind, make_cpu_stepper, set_kernel_threads
@@ -29,11 +29,27 @@ MAX_GAP_LINES = 1000
 
 @dataclass
 class Counters:
+    """One account of every line a segmenter is offered, kept across model swaps and (in the node)
+    across cleanup and configure: each line is in ``lines_out``, ``rejected`` or ``unanswered``
+    once, and ``dropped`` counts the lines missing between stamps.
+
+    ``dropped`` is an estimate that holds for stamps on the line schedule (``line_rate_hz``): a
+    gap of n line periods counts n - 1 lines.  Stamps of another clock (wall-clock arrival times
+    at another rate) make it meaningless; the segmenter's line rate must be the sensor's."""
     lines_in: int = 0          # lines offered, valid or not
     lines_out: int = 0         # probability lines produced
     dropped: int = 0           # lines missing between stamps (estimated from gaps; rejected lines excluded)
     rejected: Counter = field(default_factory=Counter)   # by reason
     resets: Counter = field(default_factory=Counter)     # by reason
+    unanswered: Counter = field(default_factory=Counter)  # lines taken in but not answered, by reason (inactive, ...)
+    last_stamp_ns: int | None = None   # the stamp clock the gaps are measured on
+
+    def move_clock(self, stamp_ns: int | None, line_period_ns: int) -> None:
+        """A line that is accounted for without being segmented moves the stamp clock on, so that
+        the next one is not taken for the end of a gap."""
+        last = self.last_stamp_ns
+        if stamp_ns is not None and (last is None or 0 < stamp_ns - last <= MAX_GAP_LINES * line_period_ns):
+            self.last_stamp_ns = stamp_ns
 
 
 def device_name(device: str) -> str:
@@ -106,7 +122,6 @@ class LineSegmenter:
         self.stepper = None  # holds the recurrent state; None = start from zeros at the next line
         self.state_since_ns: int | None = None  # stamp of the first line the current state has seen
         self.state_lines = 0                    # lines folded into the current state
-        self._last_stamp: int | None = None
 
     @classmethod
     def from_file(cls, model: str, device="cpu", **kwargs) -> "LineSegmenter":
@@ -145,9 +160,17 @@ class LineSegmenter:
         line is counted once, as rejected, and not again as dropped when the next one arrives."""
         self.counters.lines_in += 1
         self.counters.rejected[reason] += 1
-        last = self._last_stamp
-        if stamp_ns is not None and last is not None and 0 < stamp_ns - last <= MAX_GAP_LINES * self.line_period_ns:
-            self._last_stamp = stamp_ns
+        if self.counters.last_stamp_ns is not None:
+            self.counters.move_clock(stamp_ns, self.line_period_ns)
+
+    def skip(self, reason: str, stamp_ns: int | None) -> None:
+        """Count a valid line that is not answered (the node inactive): once, under ``reason``.
+        The state no longer describes adjacent ground, so the next answered line starts from zeros."""
+        self.counters.lines_in += 1
+        self.counters.unanswered[reason] += 1
+        self.counters.move_clock(stamp_ns, self.line_period_ns)
+        if self.stepper is not None:
+            self.reset(reason)
 
     def decode(self, msg, stamp_ns: int | None = None) -> Line:
         """Decode a one-row Image; a malformed one is counted under its reason, then re-raised."""
@@ -168,6 +191,8 @@ class LineSegmenter:
         output ever turns non-finite, the state is reset (``resets nonfinite_state``) and the line
         is run again from zeros; a line that is non-finite even then is rejected, never published."""
         try:
+            if not 0 < line.width <= MAX_WIDTH:
+                raise ImageFormatError("width", f"line is {line.width} px wide; widths must be 1 to {MAX_WIDTH} px")
             samples = line.select(self.bands)
             check_values(samples, line.kind)
         except ImageFormatError as err:
@@ -176,7 +201,12 @@ class LineSegmenter:
         self.counters.lines_in += 1
         self._check_continuity(line.width, stamp_ns)
         t0 = time.perf_counter()
-        prob = self._step(samples, line.kind, stamp_ns)
+        try:
+            prob = self._step(samples, line.kind, stamp_ns)
+        except MemoryError:
+            self.stepper = None
+            self.counters.rejected["out_of_memory"] += 1
+            raise ImageFormatError("out_of_memory", f"no memory for a line of {line.width} px with this model") from None
         if prob is None:
             self.counters.rejected["nonfinite_output"] += 1
             raise ImageFormatError("nonfinite_output", "the model gives non-finite output on this line "
@@ -208,7 +238,7 @@ class LineSegmenter:
         if self.width is not None and width != self.width and self.stepper is not None:
             self.reset("width_change")
         self.width = width
-        last, self._last_stamp = self._last_stamp, stamp_ns
+        last, self.counters.last_stamp_ns = self.counters.last_stamp_ns, stamp_ns
         if last is None:
             return
         gap = stamp_ns - last

@@ -80,6 +80,33 @@ class ModelInfo:
 # networks use 4 to 8 hidden channels and kernels of 7 or 9.
 CONFIG_LIMITS = {"hidden": (1, 256), "kernel_size": (1, 63)}
 
+# What one line may cost, so that a line of any valid width (up to codec.MAX_WIDTH) stays within
+# a board's time and memory: multiply-adds per pixel (ScannerNet: 4,465; the limit is about 67x)
+# and working bytes per pixel (ScannerNet: about 840; at 65,536 px the limit is 512 MB).
+MAX_MACS_PER_PIXEL = 300_000
+MAX_BYTES_PER_PIXEL = 8192
+# No trained model of the zoo holds a weight above a few units; values near float32's limit
+# overflow in one step or another, so that two correct steps would disagree.
+MAX_ABS_WEIGHT = 1e4
+
+
+def line_cost(architecture: str, config: dict, bands: int) -> tuple[int, int]:
+    """(multiply-adds, working bytes) per pixel of one line of a streaming ScannerNet."""
+    if architecture not in ("scannernet", "scannernet_small"):
+        return 0, 0
+    (f1, f2), k = config.get("hidden", ZOO[architecture].config["hidden"]), \
+        config.get("kernel_size", ZOO[architecture].config["kernel_size"])
+    macs = 4 * f1 * (bands + f1) * k + 4 * f2 * (f1 + f2) * k + f2
+    return macs, 4 * ((bands + f1 + f2) * (k + 1) + 5 * (f1 + f2))
+
+
+def check_budget(architecture: str, config: dict, bands: int) -> None:
+    macs, nbytes = line_cost(architecture, config, bands)
+    if macs > MAX_MACS_PER_PIXEL or nbytes > MAX_BYTES_PER_PIXEL:
+        raise ValueError(f"{architecture} {config} costs {macs:,} multiply-adds and {nbytes:,} bytes per pixel; "
+                         f"the on-board budget is {MAX_MACS_PER_PIXEL:,} and {MAX_BYTES_PER_PIXEL:,} "
+                         "(so that a line of any valid width fits a board's time and memory)")
+
 
 def check_config(architecture: str, config: dict) -> None:
     """Keys and types of an architecture's config; sizes within :data:`CONFIG_LIMITS`."""
@@ -139,6 +166,7 @@ def read_weights(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, np.ndarr
         raise WeightsError(path, f"unknown architecture {info.architecture!r}; known: {', '.join(ZOO)}")
     try:
         check_config(info.architecture, info.config)
+        check_budget(info.architecture, info.config, len(info.input.bands))
     except ValueError as exc:
         raise WeightsError(path, f"bad metadata: {exc}") from None
     try:
@@ -153,6 +181,9 @@ def read_weights(path: os.PathLike | str) -> tuple[ModelInfo, dict[str, np.ndarr
             raise WeightsError(path, f"tensor {name!r} has dtype {t.dtype}, expected floating point")
         if not np.isfinite(t).all():
             raise WeightsError(path, f"tensor {name!r} holds NaN or Inf")
+        if t.size and float(np.abs(t).max()) > MAX_ABS_WEIGHT:
+            raise WeightsError(path, f"tensor {name!r} holds values up to {float(np.abs(t).max()):.3g}; "
+                                     f"no trained model has weights beyond {MAX_ABS_WEIGHT:g}")
     return info, tensors
 
 

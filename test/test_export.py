@@ -77,3 +77,53 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
     with pytest.raises(ExportError, match="not a scannernet_ros export"):
         OnnxStep(tmp_path / "f.onnx")
+
+
+def _edit(path, tmp_path, change):
+    """A copy of an export with ``change(model)`` applied, its metadata (hashes included) kept."""
+    import onnx
+    model = onnx.load(str(path))
+    change(model)
+    out = tmp_path / "edited.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def _set_initializer(model, name_part: str, update) -> None:
+    from onnx import numpy_helper
+    for i, tensor in enumerate(model.graph.initializer):
+        if name_part in tensor.name:
+            array = numpy_helper.to_array(tensor).copy()
+            update(array)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, tensor.name))
+            return
+    raise AssertionError(f"no initializer named like {name_part!r}")
+
+
+@pytest.mark.parametrize("update", [lambda a: a.__setitem__(..., np.nan), lambda a: a.__iadd__(1e-3)],
+                         ids=["nan", "tiny-edit"])
+def test_verify_catches_edited_tensors_with_the_metadata_kept(tmp_path, capsys, update):
+    path = export("scannernet", tmp_path)
+    import onnx
+    weights = [t.name for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2]
+    edited = _edit(path, tmp_path, lambda m: _set_initializer(m, weights[0], update))
+    assert main(["export", "scannernet", "--verify", str(edited)]) == 2
+    err = capsys.readouterr().err
+    assert "changed after export" in err and "matches" not in err
+
+
+def test_verify_treats_a_nan_output_as_a_mismatch(tmp_path, monkeypatch):
+    path = export("scannernet", tmp_path)
+    monkeypatch.setattr(OnnxStep, "__call__", lambda self, x: np.full(x.shape[1], np.nan, np.float32))
+    with pytest.raises(ExportError, match="non-finite"):
+        verify(path, "scannernet")
+
+
+def test_an_export_without_its_config_metadata_is_not_a_scannernet_export(tmp_path, capsys):
+    path = export("scannernet", tmp_path)
+    edited = _edit(path, tmp_path, lambda m: [m.metadata_props.remove(p) for p in list(m.metadata_props)
+                                               if p.key == "config"])
+    assert main(["export", "scannernet", "--verify", str(edited)]) == 2
+    err = capsys.readouterr().err
+    assert "not a scannernet_ros export" in err and "Traceback" not in err

@@ -143,3 +143,35 @@ def test_composite_without_the_generator_installed_is_one_clear_error(monkeypatc
     monkeypatch.setitem(sys.modules, "satellite_cloud_generator", None)
     with pytest.raises(ValueError, match="satellite-cloud-generator"):
         cloud_bank(16, 3, 0)
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    """Stopped after epoch 2 of 3 and resumed: the same weights, to the bit, as one run of 3 epochs
+    with the same seed (the batch stream is part of the checkpoint)."""
+    import shutil
+    train(_cfg(tmp_path / "a", max_epochs=3, ema=0.9), log=lambda *_: None)
+    train(_cfg(tmp_path / "b", max_epochs=2, ema=0.9), log=lambda *_: None)
+    train(_cfg(tmp_path / "b", max_epochs=3, ema=0.9, resume=True), log=lambda *_: None)
+    for name in ("last", "best"):
+        a, _ = load_model(tmp_path / "a" / "run" / f"{name}.safetensors")
+        b, _ = load_model(tmp_path / "b" / "run" / f"{name}.safetensors")
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert (x == y).all(), f"{name}.{key} differs after resume"
+    shutil.rmtree(tmp_path / "a")
+
+
+def test_a_kill_after_the_last_epochs_state_still_ends_with_that_epochs_weights(tmp_path):
+    """SIGKILL after train_state of the last epoch, before last/best: --resume writes them from the state."""
+    import shutil
+    train(_cfg(tmp_path / "a", max_epochs=3, val_fraction=0.0), log=lambda *_: None)
+    run = tmp_path / "a" / "run"
+    state = run / "train_state.safetensors"
+    shutil.copy(state, tmp_path / "state3")
+    train(_cfg(tmp_path / "b", max_epochs=2, val_fraction=0.0), log=lambda *_: None)
+    shutil.copy(tmp_path / "state3", tmp_path / "b" / "run" / "train_state.safetensors")  # epoch 3's state beside epoch 2's weights
+    progress = train(_cfg(tmp_path / "b", max_epochs=3, val_fraction=0.0, resume=True), log=lambda *_: None)
+    assert progress["epoch"] == 3
+    a, info_a = load_model(run / "best.safetensors")
+    b, info_b = load_model(tmp_path / "b" / "run" / "best.safetensors")
+    assert info_b.training["epochs"] == 3
+    assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -354,7 +354,10 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
     if cfg.resume and (out / "train_state.safetensors").is_file():
         # the scaling the run started with (--init may have set it) comes back with the weights
         progress, spec = load_train_state(out / "train_state.safetensors", cfg, optimiser, net, averaged)
-        rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
+        if "numpy_rng" in progress:   # the batch stream goes on where it stopped: the run resumes exactly
+            rng.bit_generator.state = progress["numpy_rng"]
+        else:                         # a checkpoint from before the stream was saved: a fresh one
+            rng = np.random.default_rng([cfg.seed, rank, progress["epoch"]])
         log(f"resumed at epoch {progress['epoch']} (best IoU {progress['best_iou']:.4f})")
     kept = averaged.module if averaged is not None else net  # what is validated and saved as best
     model = StripModel(net)
@@ -369,6 +372,13 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
             f"{len(val_samples)} validation samples, {steps_per_epoch} steps per epoch, {world} process(es) on {device}")
 
     bank = cloud_bank(cfg.crop, len(spec.bands), cfg.seed) if cfg.composite > 0 else None
+    if main_process and cfg.resume and progress["epoch"] > 0:
+        # a kill after the state of an epoch was written but before its weights were: write them
+        # now from the state, which holds that epoch's weights
+        info.training.update(epochs=progress["epoch"], seconds=round(progress["seconds"], 1))
+        save_model(out / "last.safetensors", net, info)
+        if progress.get("last_improved", True) or not (out / "best.safetensors").is_file():
+            save_model(out / "best.safetensors", kept, info)
 
     # -- the loop -------------------------------------------------------------------------
     started = time.monotonic() - progress["seconds"]
@@ -420,9 +430,11 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
             improved = score > progress["best_iou"] or not val_data  # fixed budget: the latest is the result
             progress["best_iou"] = max(progress["best_iou"], score)
             progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
+            progress["last_improved"] = improved
             info.training["epochs"] = progress["epoch"]
             info.training["seconds"] = round(progress["seconds"], 1)
             info.metrics = {f"val_{cfg.select}": val} if val_data else {}
+            progress["numpy_rng"] = rng.bit_generator.state
             save_train_state(out / "train_state.safetensors", optimiser, progress, net, averaged, info)
             save_model(out / "last.safetensors", net, info)   # for users; --resume reads the state above
             if improved:

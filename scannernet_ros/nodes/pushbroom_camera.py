@@ -2,7 +2,9 @@
 
 Publishes ``scanline`` (sensor_msgs/Image, height 1) with header.stamp = the line's acquisition
 time on the sensor's schedule, and ``gt_line`` (mono8: 0 clear, 255 cloud, 127 no data) when the
-scene has ground truth.  Status on /diagnostics.
+scene has ground truth.  Status on /diagnostics.  ``line_rate_hz`` applies at runtime (the stamps
+go on from the last line at the new spacing); set the segmenter's to the same value.  A scene that
+does not loop ends the process (exit 0) once its last line is acknowledged, so a launch ends too.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from ..codec import INPUT_ENCODINGS
 from ..diagnostics import OK, WARN, Report
 from ..pacing import run_paced, wait_for
 from ..scenes import open_scene
-from .ros_common import (ParameterError, declare, diagnostic_array, from_ns, line_image, qos, run_node,
-                         wait_acked)
+from .ros_common import (ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image, qos,
+                         refuse_sim_time, run_node, wait_acked)
 
 STATUS_NAME = "scannernet_ros: pushbroom_camera"
 
@@ -36,7 +38,8 @@ class PushbroomCamera(Node):
         seed = declare(self, "seed", 0, "synthetic scene seed", (0, (1 << 31) - 1))
         self.loop = declare(self, "loop", False, "start the scene again at its end")
         self.line_rate = declare(self, "line_rate_hz", LANDSAT8_LINE_RATE_HZ,
-                                 "lines per second; 0 = as fast as the subscribers take them without loss", (0.0, 1e6))
+                                 "lines per second; 0 = as fast as the subscribers take them without loss", (0.0, 1e6),
+                                 runtime=True)
         self.stamp_rate = declare(self, "stamp_rate_hz", LANDSAT8_LINE_RATE_HZ,
                                   "line spacing of the stamps when line_rate_hz is 0", (1e-3, 1e6))
         self.frame_id = declare(self, "frame_id", "pushbroom_optical_frame", "header.frame_id of every line")
@@ -53,8 +56,12 @@ class PushbroomCamera(Node):
         except (ValueError, OSError, RuntimeError) as exc:
             raise ParameterError(f"parameter 'source': {exc}") from None
         self.period_ns = int(1e9 / (self.line_rate or self.stamp_rate))
+        self._new_period: int | None = None     # a line rate set at runtime, taken up at the next line
+        self._last_stamp_ns: int | None = None
+        self._lock = threading.Lock()
         self.published = 0
         self.finished = False
+        self.exit_code: int | None = None       # set at the end of a scene that does not loop
         self.t0_ns: int | None = None
         self._last_report = (time.monotonic(), 0)
 
@@ -62,6 +69,7 @@ class PushbroomCamera(Node):
         self.gt_pub = self.create_publisher(Image, "gt_line", qos(reliability, depth)) if self.scene.has_truth else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.on_diagnostics)
+        apply_at_runtime(self, {"line_rate_hz": self._change_line_rate, "use_sim_time": refuse_sim_time})
         # Acquisition runs in its own thread, like a sensor driver: its pacing must not depend on
         # how busy the executor is with other callbacks.
         self._stop = threading.Event()
@@ -81,11 +89,30 @@ class PushbroomCamera(Node):
         if run_paced(ready, self.send, self._stop, due,
                      flush=lambda: wait_acked([self.scan_pub], self._stop), batch=self.batch):
             self.finished = True
-            self.get_logger().info(f"scene finished after {self.published} lines")
+            publishers = [self.scan_pub] + ([self.gt_pub] if self.gt_pub is not None else [])
+            wait_acked(publishers, self._stop)
+            self.get_logger().info(f"scene finished after {self.published} lines: exiting")
+            self.on_diagnostics()
+            self.exit_code = 0
+
+    def _change_line_rate(self, hz: float):
+        if (hz > 0) != (self.line_rate > 0):
+            raise ValueError("switching between paced (> 0) and unpaced (0) publishing needs a restart")
+
+        def commit() -> None:
+            with self._lock:
+                self.line_rate, self._new_period = hz, int(1e9 / hz)
+        return commit
 
     def prepare(self, line) -> tuple[int, Image, Image | None]:
         """The line's stamp (its acquisition time on the sensor's schedule) and messages."""
-        stamp_ns = self.t0_ns + line.index * self.period_ns
+        with self._lock:
+            if self._new_period is not None and self._last_stamp_ns is not None:
+                # the schedule goes on from the last line at the new spacing
+                self.t0_ns = self._last_stamp_ns + self._new_period - line.index * self._new_period
+                self.period_ns, self._new_period = self._new_period, None
+            stamp_ns = self.t0_ns + line.index * self.period_ns
+        self._last_stamp_ns = stamp_ns
         header = Header(stamp=from_ns(stamp_ns), frame_id=self.frame_id)
         truth = None
         if self.gt_pub is not None and line.truth is not None:

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from ..codec import ImageFormatError, decode_line
-from .ros_common import qos, to_ns
+from .ros_common import qos, short_status_name, to_ns
 
 
 REPORTS_KEPT = 1000  # per status name: minutes of diagnostics, bounded for long runs
@@ -72,9 +72,12 @@ class Recorder(Node):
         self.cover += [{kv.key: kv.value for kv in status.values} for status in msg.status]
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """Statuses by name; those of nodes in this recorder's namespace also by their short name."""
         for status in msg.status:
-            self.statuses[status.name] = status
-            self.reports.setdefault(status.name, deque(maxlen=REPORTS_KEPT)).append({kv.key: kv.value for kv in status.values})
+            short = short_status_name(status.name, self.get_namespace())
+            for name in (status.name, short) if short else (status.name,):
+                self.statuses[name] = status
+                self.reports.setdefault(name, deque(maxlen=REPORTS_KEPT)).append({kv.key: kv.value for kv in status.values})
 
     def connected(self) -> bool:
         """True once a publisher of the mask topic is matched (not merely discovered)."""

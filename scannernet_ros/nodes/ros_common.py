@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import re
 import sys
 import threading
 from typing import Any, Callable
@@ -117,8 +118,28 @@ def line_image(header: Header, samples, encoding: str) -> Image:
     return msg
 
 
+def status_name(node: Node, name: str) -> str:
+    """``name`` with the node's full name, so that two pipelines in two namespaces never merge in
+    a diagnostics aggregator: ``scannernet_ros: segmenter (/pushbroom/segmenter)``."""
+    return f"{name} ({node.get_fully_qualified_name()})"
+
+
+def short_status_name(name: str, namespace: str) -> str | None:
+    """The name without its node suffix when the node is in ``namespace``; else None."""
+    m = re.fullmatch(r"(.*) \((/.*)/[^/]+\)", name)
+    if m and (m[2] == namespace.rstrip("/") or (namespace == "/" and m[2] == "")):
+        return m[1]
+    return None
+
+
+def refuse_sim_time(value: bool):
+    """``use_sim_time`` applies at start-up only: switched on at runtime without a /clock, every
+    timer of the node would stop, /diagnostics with them, while lines are still answered."""
+    raise ValueError("use_sim_time applies at start-up only (-p use_sim_time:=true); it cannot be changed at runtime")
+
+
 def diagnostic_array(node: Node, name: str, report: Report) -> DiagnosticArray:
-    status = DiagnosticStatus(level=bytes([report.level]), name=name, message=report.message,
+    status = DiagnosticStatus(level=bytes([report.level]), name=status_name(node, name), message=report.message,
                               hardware_id=node.get_fully_qualified_name(),
                               values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
     msg = DiagnosticArray(status=[status])

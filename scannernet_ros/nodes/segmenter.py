@@ -22,6 +22,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import Image
@@ -32,11 +33,11 @@ from ..cover import CloudCover, Frame
 from ..diagnostics import ERROR, OK, WARN, Report, SegmenterReporter
 from ..normalise import to_reflectance
 from ..render import display_rgb, overlay
-from ..streaming import LANDSAT8_LINE_RATE_HZ, LineSegmenter, device_name, set_threads
+from ..streaming import LANDSAT8_LINE_RATE_HZ, Counters, LineSegmenter, device_name, set_threads
 from ..weights import WeightsError
 from ..zoo import DEFAULT_MODEL, runnable_per_line
 from .ros_common import (AlreadyLogged, ParameterError, apply_at_runtime, declare, diagnostic_array, from_ns, line_image,
-                         qos, run_node, to_ns)
+                         qos, refuse_sim_time, run_node, to_ns)
 
 STATUS_NAME = "scannernet_ros: segmenter"
 
@@ -87,13 +88,23 @@ class Segmenter(LifecycleNode):
         set_threads(num_threads)
         self.core: LineSegmenter | None = None
         self.active = False
-        self.inactive_lines = 0
+        self.counters = Counters()      # one account of every line, across cleanup, configure and swaps
+        self.cover = CloudCover(self.frame_lines)
+        self.frame_id = ""
         self.configure_error: str | None = None
         self._lock = threading.Lock()   # a model swap never lands in the middle of a line
         self.reporter = SegmenterReporter()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.diag_period, self.on_diagnostics)
+        # a steady clock: /diagnostics keeps coming whatever the ROS time does (no /clock yet, a paused bag)
+        self.create_timer(self.diag_period, self.on_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Lines are taken in and answered "not configured" or "inactive" in every state, so every
+        # line offered is in the account, and so is the reset service.
+        events = SubscriptionEventCallbacks(message_lost=self.on_message_lost)
+        self.scanline_sub = self.create_subscription(Image, "scanline", self.on_scanline,
+                                                     qos(self.reliability, self.depth), event_callbacks=events)
+        self.reset_srv = self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0))
         apply_at_runtime(self, {
+            "use_sim_time": refuse_sim_time,
             "threshold": lambda v: lambda: setattr(self, "threshold", v),
             "discard_above": lambda v: lambda: setattr(self, "discard_above", v),
             "num_threads": lambda v: lambda: set_threads(v),
@@ -140,11 +151,7 @@ class Segmenter(LifecycleNode):
         self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay_line", out_qos)
         self.cover_pub = self.create_lifecycle_publisher(DiagnosticArray, "cloud_cover", 100)
         self.cover = CloudCover(self.frame_lines)
-        events = SubscriptionEventCallbacks(message_lost=self.on_message_lost)
-        self.scanline_sub = self.create_subscription(Image, "scanline", self.on_scanline,
-                                                     qos(self.reliability, self.depth), event_callbacks=events)
-        # every request queued and answered, however many arrive at once
-        self.reset_srv = self.create_service(Trigger, "~/reset", self.on_reset, qos_profile=qos("reliable", 0))
+        self.core.counters = self.counters
         self.get_logger().info(f"configured: {self.model_name} on {self.device} "
                                f"({self.core.info.architecture}, bands {','.join(self.core.bands)}, "
                                f"threshold {self.threshold}, stepper {self.core.step_in_use()})")
@@ -170,11 +177,9 @@ class Segmenter(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        """Undo :meth:`on_configure`: no model, no subscription, no outputs."""
+        """Undo :meth:`on_configure`: no model, no outputs (lines are still taken in and counted)."""
         if self.core is None:
             return
-        self.destroy_subscription(self.scanline_sub)
-        self.destroy_service(self.reset_srv)
         for pub in (self.mask_pub, self.prob_pub, self.overlay_pub, self.cover_pub):
             self.destroy_lifecycle_publisher(pub)
         self.core = None
@@ -208,24 +213,38 @@ class Segmenter(LifecycleNode):
             self.model_name = model
             if new is not None:
                 with self._lock:
-                    new.counters = self.core.counters   # one account of lines across models
+                    new.counters = self.counters        # one account of lines (and one stamp clock) across models
                     new.counters.resets["model_change"] += 1
                     self.core = new
+                    self.publish_cover(self.cover.close(), self.frame_id)   # a frame never mixes two models
         return commit
 
     # -- lines ----------------------------------------------------------------------------
 
     def on_scanline(self, msg: Image, info: dict) -> None:
+        self.frame_id = msg.header.frame_id
         received_ns = self.get_clock().now().nanoseconds
         arrived_ns = info.get("received_timestamp", 0)
         if arrived_ns:
             self.reporter.queue_ms.add((time.time_ns() - arrived_ns) / 1e6)
-        if not self.active:
-            self.inactive_lines += 1
+        stamp = msg.header.stamp
+        if not 0 <= stamp.nanosec < 1_000_000_000:
+            self.counters.lines_in += 1
+            self.counters.rejected["malformed_stamp"] += 1
+            self.get_logger().error(f"rejected scanline: header.stamp.nanosec {stamp.nanosec} is not below 1e9",
+                                    throttle_duration_sec=1.0)
             return
-        stamp_ns = to_ns(msg.header.stamp)
+        stamp_ns = to_ns(stamp)
         with self._lock:
             core, threshold = self.core, self.threshold
+            if core is None:
+                self.counters.lines_in += 1
+                self.counters.unanswered["unconfigured"] += 1
+                self.counters.move_clock(stamp_ns, int(1e9 / self.line_rate))
+                return
+            if not self.active:
+                core.skip("inactive", stamp_ns)
+                return
             resets = sum(core.counters.resets.values())
             try:
                 line = core.decode(msg, stamp_ns)
@@ -270,18 +289,22 @@ class Segmenter(LifecycleNode):
                 response.success, response.message = False, "not configured: no state to clear"
                 return response
             self.core.reset("request")
+            self.publish_cover(self.cover.close(), self.frame_id)   # the frame before the reset ends here
         response.success = True
         response.message = "recurrent state cleared; the next line starts from zeros"
         return response
 
     def on_diagnostics(self) -> None:
+        unanswered = {f"lines not answered ({k})": str(self.counters.unanswered[k]) for k in ("inactive", "unconfigured")}
         if self.core is None:
+            c = self.counters
             report = Report(ERROR if self.configure_error else WARN,
                             self.configure_error or "unconfigured: no model loaded",
-                            {"model": self.model_name, "lines not answered (inactive)": str(self.inactive_lines)})
+                            {"model": self.model_name, "lines in": str(c.lines_in), "lines out": str(c.lines_out),
+                             "rejected": str(sum(c.rejected.values())), **unanswered})
         else:
             report = self.reporter.report(self.core, self.diag_period, self.model_name, self.device)
-            report.values["lines not answered (inactive)"] = str(self.inactive_lines)
+            report.values.update(unanswered)
             report.values["threshold"] = f"{self.threshold:g}"
             if not self.active:
                 report.level, report.message = max(report.level, WARN), "inactive: lines are not answered"

@@ -85,6 +85,8 @@ def open_scene(source: str, width: int = 384, length: int = 1000, seed: int = 0)
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"scene source {source!r}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):
+        raise ValueError(f"scene source {source!r}: not a regular file or folder (a pipe or device cannot be re-read)")
     from .cloud38 import is_cloud38, open_cloud38
     if is_cloud38(path):
         return open_cloud38(path)

@@ -1,7 +1,11 @@
 """A plain multi-band image file (TIFF, PNG, .npy) as a scene, with an optional mask beside it.
 
 uint8 images are read as reflectance * 255, uint16 as Landsat 8 digital numbers, floats as
-reflectance.  Three bands are R, G, B; a fourth is NIR (filled with red when absent).  A mask
+reflectance.  Three bands are R, G, B; a fourth is NIR (filled with red when absent), except in
+PNG and other Pillow formats, where a fourth channel is alpha and is never taken for a band.
+Float images must hold reflectance: NaN, Inf or values outside [-0.5, 5] refuse the file, since
+no integer encoding could carry them to the segmenter (NaN would become dark ground).  A 16-bit
+colour PNG is refused too: Pillow would read it at 8 bits.  A mask
 ``<stem>_mask.<ext>`` or ``<stem>.mask.npy`` next to the image, if present, is the ground truth
 (non-zero = cloud).
 """
@@ -15,16 +19,49 @@ from ..normalise import InputSpec, to_reflectance
 from . import NO_DATA, ArrayScene, DatasetError, read_tiff
 
 
-def _load(path: Path) -> np.ndarray:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_bit_depth(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's header; None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE):
+        return None
+    return head[24], head[25]
+
+
+def _load(path: Path) -> tuple[np.ndarray, bool]:
+    """The pixels, and whether a last channel is alpha (Pillow formats) rather than a band."""
     if path.suffix.lower() in (".tif", ".tiff"):
-        return read_tiff(path)
+        return read_tiff(path), False
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
+            return np.load(path, allow_pickle=False), False
+        png = _png_bit_depth(path)
+        if png is not None and png[0] == 16 and png[1] in (2, 6):
+            raise DatasetError(f"{path}: 16-bit colour PNG, which Pillow reads at 8 bits; "
+                               "give it as a 16-bit TIFF or .npy to keep every bit")
         from PIL import Image
-        return np.asarray(Image.open(path))
+        image = Image.open(path)
+        return np.asarray(image), image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
+    except DatasetError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every reader raises its own types
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
+
+
+def _check_reflectance(raw: np.ndarray, path: Path) -> None:
+    from ..codec import REFLECTANCE_LIMITS
+    lo, hi = REFLECTANCE_LIMITS
+    finite = np.isfinite(raw)
+    bad = int((~finite).sum())
+    outside = int(((raw < lo) | (raw > hi))[finite].sum())
+    if bad or outside:
+        values = raw[finite]
+        span = f"; finite values span {values.min():.6g} to {values.max():.6g}" if values.size else ""
+        raise DatasetError(f"{path}: float image holds {bad} NaN/Inf and {outside} values outside reflectance "
+                           f"[{lo}, {hi}]{span}")
 
 
 def _channels_first(image: np.ndarray, path: Path) -> np.ndarray:
@@ -39,17 +76,22 @@ def _channels_first(image: np.ndarray, path: Path) -> np.ndarray:
 
 def read_image_file(path: Path, spec: InputSpec | None = None) -> ArrayScene:
     path = Path(path)
-    raw = _channels_first(_load(path), path)
+    pixels, alpha = _load(path)
+    raw = _channels_first(pixels, path)
+    if alpha:
+        raw = raw[:-1]
     if raw.shape[0] < 3:
         raise DatasetError(f"{path}: {raw.shape[0]} bands; need R, G, B (and optionally NIR)")
     kind = {"u1": "uint8", "u2": "uint16"}.get(raw.dtype.kind + str(raw.dtype.itemsize), "float")
+    if kind == "float":
+        _check_reflectance(raw[:4], path)
     rho = to_reflectance(raw[:4], kind, spec or InputSpec())
     if rho.shape[0] == 3:
         rho = np.concatenate([rho, rho[:1]])
     mask = None
     for candidate in (path.with_name(f"{path.stem}_mask{path.suffix}"), path.with_name(f"{path.stem}.mask.npy")):
         if candidate.is_file():
-            m = _load(candidate)
+            m = _load(candidate)[0]
             m = m if m.ndim == 2 else m[..., 0]
             if m.shape != rho.shape[1:]:
                 raise DatasetError(f"{candidate}: mask shape {m.shape} differs from the image's {rho.shape[1:]}")

@@ -11,8 +11,10 @@ it is the same arithmetic as the numpy steppers, op for op:
 - ScannerNet: the recurrent state is explicit, ``h1, c1, h2, c2`` in, ``h1_out ... c2_out`` out,
   ``(1, channels, width)`` each; feed zeros at the first line of a scene and the outputs back after.
 
-The ONNX metadata carries the weights file's metadata (architecture, config, input scaling) and the
-SHA-256 of the weights file, so :func:`verify` can tell an export that does not match its weights.
+The ONNX metadata carries the weights file's metadata (architecture, config, input scaling), the
+SHA-256 of the weights file and the SHA-256 of the graph's own initializers (its weights and
+constants as stored), so :func:`verify` can tell an export that does not match its weights and an
+export whose tensors were edited after it was written; it also compares outputs line by line.
 """
 from __future__ import annotations
 
@@ -107,6 +109,17 @@ def _cell(g: _Graph, x: str, h: str, c: str, weight: np.ndarray, bias: np.ndarra
     g.op("Mul", [o, g.op("Tanh", [c_out])[0]], [h_out])
 
 
+def initializers_sha256(model) -> str:
+    """SHA-256 over the graph's initializers (name, type, shape, raw values) in graph order."""
+    from onnx import numpy_helper
+    digest = hashlib.sha256()
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        digest.update(f"{tensor.name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def step_model(info: ModelInfo, tensors: dict[str, np.ndarray], weights_sha256: str):
     """The ONNX ModelProto of one line's step of a streaming model."""
     onnx = _onnx()
@@ -149,6 +162,7 @@ def step_model(info: ModelInfo, tensors: dict[str, np.ndarray], weights_sha256: 
                                    producer_name="scannernet_ros")
     model.ir_version = 8  # readable by the onnxruntime and TensorRT releases of the last years
     meta = {**info.to_metadata(), "export_format": FORMAT_TAG, "weights_sha256": weights_sha256,
+            "initializers_sha256": initializers_sha256(model),
             "state": json.dumps(dict(zip(("h1", "c1", "h2", "c2"), state_channels(info))))}
     onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model, full_check=True)
@@ -185,7 +199,10 @@ class OnnxStep:
         if meta.get("export_format") != FORMAT_TAG:
             raise ExportError(f"{path}: not a scannernet_ros export (export_format {meta.get('export_format')!r})")
         self.meta = meta
-        self.info = ModelInfo.from_metadata(meta)
+        try:
+            self.info = ModelInfo.from_metadata(meta)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExportError(f"{path}: not a scannernet_ros export (its metadata lacks or garbles {exc})") from None
         self.channels = state_channels(self.info)
         self.state: list[np.ndarray] | None = None
 
@@ -216,6 +233,14 @@ def verify(onnx_path: Path, model: str, lines: int = 64, width: int = 96, seed: 
     if step.meta.get("weights_sha256") != sha256(weights):
         raise ExportError(f"{onnx_path} was exported from other weights than {weights} (SHA-256 differs); "
                           "export again")
+    onnx = _onnx()
+    try:
+        stored = initializers_sha256(onnx.load(str(onnx_path)))
+    except Exception as exc:  # noqa: BLE001 - onnx raises its own types for unreadable files
+        raise ExportError(f"{onnx_path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+    if step.meta.get("initializers_sha256") != stored:
+        raise ExportError(f"{onnx_path}: its tensors were changed after export (the SHA-256 of its initializers "
+                          "differs from the one recorded at export); export again")
     info, tensors = read_weights(weights)
     normalise = Normaliser(info.input)
     stepper = make_cpu_stepper(info.architecture, tensors, info.config, width, len(info.input.bands))
@@ -224,7 +249,12 @@ def verify(onnx_path: Path, model: str, lines: int = 64, width: int = 96, seed: 
     for _ in range(lines):
         refl = rng.uniform(0.0, 1.0, (len(info.input.bands), width)).astype(np.float32)
         expected = stepper.probabilities(normalise(refl, "float")).copy()
-        worst = max(worst, float(np.abs(step(refl) - expected).max()))
+        got = step(refl)
+        if not (np.isfinite(got).all() and np.isfinite(expected).all()):
+            raise ExportError(f"{onnx_path} does not reproduce {weights}: non-finite probabilities "
+                              f"({int((~np.isfinite(got)).sum())} in the export's output, "
+                              f"{int((~np.isfinite(expected)).sum())} in the stepper's)")
+        worst = max(worst, float(np.abs(got - expected).max()))
     if not worst <= TOLERANCE:
         raise ExportError(f"{onnx_path} does not reproduce {weights}: largest difference {worst:.2e} > {TOLERANCE:g}")
     return worst
