@@ -82,11 +82,13 @@ def check_values(samples: np.ndarray, kind: str) -> None:
     samples are in range by construction (any uint8 or uint16 maps to a physical reflectance)."""
     if kind != "float" or samples.size == 0:
         return
-    lo, hi = float(samples.min()), float(samples.max())
+    low, high = samples.min(), samples.max()
+    lo, hi = float(low), float(high)
     if not (REFLECTANCE_LIMITS[0] <= lo and hi <= REFLECTANCE_LIMITS[1]):  # NaN fails both
-        raise ImageFormatError(
+        shortest = [np.format_float_positional(v, trim="-") if np.isfinite(v) else str(v) for v in (low, high)]
+        raise ImageFormatError(   # the shortest digits that tell the sample apart (5.0000005, not 5)
             "out_of_range", f"float samples must be reflectance in [{REFLECTANCE_LIMITS[0]}, "
-                            f"{REFLECTANCE_LIMITS[1]}], line holds {lo:g} to {hi:g}")
+                            f"{REFLECTANCE_LIMITS[1]}], line holds {shortest[0]} to {shortest[1]}")
 
 
 def sample_kind(dtype: np.dtype) -> str:

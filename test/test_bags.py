@@ -108,6 +108,21 @@ def test_partial_staging_is_never_data_and_convert_cleans_it_on_request(tmp_path
     assert [p.name for p in out.iterdir()] == [bag.name]
 
 
+def test_clean_partial_completes_an_interrupted_conversion_and_evaluate_names_what_it_cannot_read(tmp_path, capsys):
+    from scannernet_ros.tools.cli import main
+    from scannernet_ros.tools.convert import convert
+    out = tmp_path / "bags"
+    convert("synthetic:3:32", str(out))
+    names = sorted(p.name for p in out.iterdir())
+    last = out / names[-1]
+    last.rename(out / f".{last.name}.partial")           # killed while writing the third bag
+    assert main(["evaluate", "--models", "threshold", "--data", str(out), "--out", str(tmp_path / "ev")]) == 2
+    assert "interrupted conversion" in capsys.readouterr().err  # not a silent score of 2 of 3 scenes
+    assert main(["convert", "synthetic:3:32", str(out), "--clean-partial"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert main(["evaluate", "--models", "threshold", "--data", str(out), "--out", str(tmp_path / "ev")]) == 0
+
+
 def test_short_or_empty_replay_fails_with_its_reason():
     import numpy as np
 

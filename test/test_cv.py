@@ -128,7 +128,14 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     from scannernet_ros.weights import load_model
     models = tmp_path / "models"
     models.mkdir()
+    # fold weights never saw every scene: shipping them with the cv figures is refused
     assert main(["ship", str(out / "fold0" / "baseline1d" / "best.safetensors"), "--cv", str(out / "cv.json"),
+                 "--models-dir", str(models)]) == 2
+    assert "other pixels" in capsys.readouterr().err
+    from scannernet_ros.tools.cv import train_command
+    command = train_command("baseline1d", summary["recipe"], summary["data"], str(tmp_path / "run"))
+    assert main(command.split()[1:]) == 0                 # the card's own training command
+    assert main(["ship", str(tmp_path / "run" / "best.safetensors"), "--cv", str(out / "cv.json"),
                  "--models-dir", str(models)]) == 0
     _, info = load_model(models / "baseline1d.safetensors")
     per_scene = info.metrics["cv"]["per_scene"]["iou"]
@@ -138,6 +145,44 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--grouping", "scene",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "not a cv.json"), ('{"models": {"x": {}}, "recipe": {}, "folds": []}', "no threshold row"),
+    ('{"models": {"threshold": {"pooled": 1}}, "recipe": {}, "folds": []}', "lacks"), ("{", "not JSON")])
+def test_ship_with_a_malformed_cv_json_is_one_line_exit_2(tmp_path, capsys, random_weights, content, message):
+    from scannernet_ros.tools.cli import main
+    (tmp_path / "cv.json").write_text(content)
+    assert main(["ship", str(random_weights), "--cv", str(tmp_path / "cv.json"), "--models-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "cv.json" in err and "Traceback" not in err
+
+
+def test_ship_refuses_weights_of_another_recipe_or_data(tmp_path, capsys):
+    import json
+
+    from scannernet_ros.tools.cli import main
+    out = tmp_path / "cv"
+    assert main(["cv", "--data", "synthetic:4:40:0.3-1.0", "--models", "baseline1d", "--folds", "2", "--grouping",
+                 "scene", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(out)]) == 0
+    base = ["train", "--model", "baseline1d", "--val-fraction", "0", "--device", "cpu", "--steps-per-epoch", "1",
+            "--ema", "0.99", "--clip", "1"]
+    for extra, message in ((["--data", "synthetic:2:40", "--max-epochs", "1"], "trained on"),
+                           (["--data", "synthetic:4:40:0.3-1.0", "--max-epochs", "2"], "max_epochs")):
+        run = tmp_path / f"run{len(message)}"
+        assert main([*base, *extra, "--out", str(run)]) == 0
+        assert main(["ship", str(run / "best.safetensors"), "--cv", str(out / "cv.json"),
+                     "--models-dir", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
+    assert json.loads((out / "cv.json").read_text())["training_fingerprint"]
+
+
+def test_cv_refuses_a_budget_of_no_epochs_before_any_work(tmp_path, capsys):
+    from scannernet_ros.tools.cli import main
+    for epochs in ("0", "-1"):
+        assert main(["cv", "--data", "synthetic:2:40", "--epochs", epochs, "--out", str(tmp_path / "x")]) == 2
+        assert "--epochs" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_train_only_sources_train_every_fold_and_are_never_scored(tmp_path):

@@ -77,6 +77,10 @@ def load_samples(source: str, nonempty_only: bool = False) -> list[Sample]:
         return _cloud38(path, nonempty_only)
     from ..bags import find_bags, read_bag_scene
     bags = find_bags(path)
+    partial = sorted(p.name for p in path.iterdir() if p.name.endswith(".partial")) if path.is_dir() else []
+    if partial:
+        raise DatasetError(f"{source}: holds {len(partial)} half-written bag(s) of an interrupted conversion "
+                           f"({partial[0]}); complete it with `scannernet convert ... --clean-partial` first")
     if bags:
         return [_from_scene(read_bag_scene(b)) for b in bags]
     patches = biome_patches(path) if path.is_dir() else []
@@ -98,6 +102,18 @@ def load_all(sources: list[str], nonempty_only: bool = False) -> list[Sample]:
     for source in sources:
         samples += load_samples(source, nonempty_only)
     return samples
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """SHA-256 over the scene ids, names, pixels and labels of ``samples``: what ``cv --reuse`` and
+    ``ship`` compare, so that replaced data cannot pass for the data weights were trained on."""
+    import hashlib
+    h = hashlib.sha256()
+    for sample in sorted(samples, key=lambda x: (x.scene, x.name)):
+        h.update(f"{sample.scene}/{sample.name}".encode())
+        h.update(np.ascontiguousarray(sample.reflectance, np.float32).tobytes())
+        h.update(np.ascontiguousarray(sample.mask, np.uint8).tobytes())
+    return h.hexdigest()
 
 
 def split_by_scene(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

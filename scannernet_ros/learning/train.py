@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .composite import cloud_bank, composite
-from .datasets import Sample, load_all, split_by_scene
+from .datasets import Sample, fingerprint, load_all, split_by_scene
 from ..metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
 from ..normalise import BAND_NAMES, InputSpec
@@ -221,7 +221,8 @@ def train_threshold(cfg: "TrainConfig", samples: list[Sample] | None = None, log
     t, iou = fit_threshold(samples, bands)
     spec = InputSpec(bands=bands, mean=(0.0,) * len(bands), std=(1.0,) * len(bands))  # input = reflectance
     info = ModelInfo("threshold", config={"t": t}, input=spec, trained=True,
-                     training={"config": asdict(cfg), "train_samples": len(samples), "parameters": 0},
+                     training={"config": asdict(cfg), "train_samples": len(samples), "parameters": 0,
+                               "data_fingerprint": fingerprint(samples)},
                      metrics={"train_pooled_iou": iou})
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,6 +367,7 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     info = ModelInfo(cfg.model, config=dict(build_config(cfg.model)), input=spec, trained=True,
                      training={"config": asdict(cfg), "train_samples": len(train_samples),
+                               "data_fingerprint": fingerprint(train_samples),
                                "val_samples": len(val_samples), "parameters": count_parameters(net)})
     if main_process:
         log(f"{cfg.model}: {count_parameters(net):,} parameters, {len(train_samples)} training / "

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     p.add_argument("--per-patch", action="store_true", help="38-Cloud: one bag per patch, not per rebuilt scene")
     p.add_argument("--clean-partial", action="store_true",
-                   help="remove what an interrupted conversion left in OUT (.<scene>.partial folders) first")
+                   help="complete an interrupted conversion in OUT: remove its half-written bags (.<scene>.partial), "
+                        "keep its complete ones, write the rest")
     p.set_defaults(func=cmd_convert)
     return parser
 
@@ -117,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     """Known failures (bad files, bad arguments, full disks) are one line and exit status 2."""
     from ..bags import BagError
     from ..scenes import DatasetError
+    from safetensors import SafetensorError
+
     from ..weights import WeightsError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (WeightsError, DatasetError, BagError, ValueError, OSError) as exc:
+    except (WeightsError, DatasetError, BagError, ValueError, OSError, SafetensorError) as exc:
         print(f"scannernet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,21 +33,31 @@ def scenes_of(source: str, per_patch: bool):
 
 def convert(source: str, out: str, encoding: str = "16UC4", storage: str = "mcap", per_patch: bool = False,
             clean_partial: bool = False) -> list[Path]:
+    """Write one bag per scene into ``out``.  With ``clean_partial``, an interrupted conversion is
+    completed: its half-written bags are removed, its complete ones (a bag appears only once it is
+    whole) are kept, and the scenes still missing are written."""
     out_dir = Path(out)
+    keep: set[str] = set()
     if out_dir.exists():
         stale = [p for p in out_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".partial")]
-        if stale and clean_partial:
+        if clean_partial:
             for p in stale:
                 shutil.rmtree(p)
+            keep = {p.name for p in out_dir.iterdir()}
         elif stale:
             raise BagError(f"{out_dir}: holds {len(stale)} interrupted conversion(s) ({stale[0].name}); "
-                           "run again with --clean-partial to remove them")
-        if any(out_dir.iterdir()):
+                           "run again with --clean-partial to complete it")
+        elif any(out_dir.iterdir()):
             raise BagError(f"{out_dir}: exists and is not empty; refusing to overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k, scene in enumerate(scenes_of(source, per_patch)):
         bag = out_dir / scene.name
+        if scene.name in keep:
+            keep.discard(scene.name)
+            print(f"  {bag}: kept (complete from the interrupted run)", file=sys.stderr)
+            written.append(bag)
+            continue
 
         def progress(done: int, total: int, name=scene.name) -> None:
             print(f"\r  {name}: {done}/{total} lines", end="", file=sys.stderr, flush=True)
@@ -56,4 +66,7 @@ def convert(source: str, out: str, encoding: str = "16UC4", storage: str = "mcap
         written.append(bag)
     if not written:
         raise BagError(f"{source}: nothing to convert")
+    if keep:
+        raise BagError(f"{out_dir}: holds {len(keep)} entries that are no scene of {source} "
+                       f"({sorted(keep)[0]}, ...): not the same conversion")
     return written

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..learning.datasets import Sample, load_all
+from ..learning.datasets import Sample, fingerprint, load_all
 from ..learning.train import TrainConfig, train
 from ..atomic import atomic_write
 from ..weights import read_weights
@@ -150,18 +150,6 @@ def _trained_with(path: Path, cfg: TrainConfig) -> bool:
             return [str(Path(x).resolve()) for x in old or []] == [str(Path(x).resolve()) for x in value or []]
         return old == value
     return all(same(k, v) for k, v in asdict(cfg).items() if k not in ("out", "resume"))
-
-
-def fingerprint(samples: list[Sample]) -> str:
-    """SHA-256 over the scene ids, names, pixels and labels of ``samples``: what --reuse and ship
-    compare, so that replaced data cannot pass for the data the weights were trained on."""
-    import hashlib
-    h = hashlib.sha256()
-    for sample in sorted(samples, key=lambda x: (x.scene, x.name)):
-        h.update(f"{sample.scene}/{sample.name}".encode())
-        h.update(np.ascontiguousarray(sample.reflectance, np.float32).tobytes())
-        h.update(np.ascontiguousarray(sample.mask, np.uint8).tobytes())
-    return h.hexdigest()
 
 
 PROVENANCE = "fold.json"   # beside each fold's weights: the scenes and data they were trained on
@@ -304,7 +292,8 @@ def cross_validate(data: list[str], models: list[str], folds: int, recipe: Train
                                               job[0], log)
     summary = {"data": data, "train_only": list(train_only), "grouping": grouping, "folds": fold_scenes,
                "groups": [sorted({group_of(x) for x in f}) for f in fold_scenes], "recipe": asdict(recipe),
-               "data_fingerprint": fingerprint(samples), "models": {}}
+               "data_fingerprint": fingerprint(samples), "training_fingerprint": fingerprint(samples + extra),
+               "models": {}}
     for model, raw in results.items():
         summary["models"][model] = summarise_model(raw)
     atomic_write(out / "cv.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=float)))
@@ -459,17 +448,63 @@ def fold_decision_threshold(net, info, t: float) -> None:
     info.training = {**info.training, "decision_threshold": t}
 
 
+MODEL_KEYS = ("pooled", "per_scene", "per_fold", "decision_threshold")
+RECIPE_KEYS = ("bands", "batch_size", "crop", "strip", "lr", "schedule", "gain", "composite", "clear_weight",
+               "weight_decay", "ema", "clip", "max_epochs", "steps_per_epoch", "seed")
+
+
+def load_cv(path: Path) -> dict:
+    """A cv.json, checked for what ship reads; a ValueError naming the file and what is wrong."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict) \
+            or not isinstance(summary.get("recipe"), dict) or not isinstance(summary.get("folds"), list):
+        raise ValueError(f"{path}: not a cv.json of `scannernet cv` (no models, recipe and folds)")
+    if "threshold" not in summary["models"]:
+        raise ValueError(f"{path}: no threshold row; every cv run scores the brightness-threshold reference")
+    for model, row in summary["models"].items():
+        missing = [k for k in MODEL_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{path}: the {model!r} row lacks {', '.join(missing)}")
+    return summary
+
+
+def check_provenance(weights: Path, training: dict, summary: dict, cv_json: Path) -> None:
+    """The weights were trained with the recipe the cv run scored, on the data it scored (plus its
+    training-only sources): otherwise the card would carry figures these weights never earned."""
+    cfg = training.get("config", {})
+    recipe = summary["recipe"]
+    defaults = asdict(TrainConfig())
+    differ = [k for k in RECIPE_KEYS if cfg.get(k, defaults[k]) != recipe.get(k, defaults[k])]
+    if differ:
+        raise ValueError(f"{weights} was not trained with the recipe {cv_json} scored: "
+                         + ", ".join(f"{k} {cfg.get(k, defaults[k])!r} against {recipe.get(k, defaults[k])!r}" for k in differ))
+
+    def resolved(paths):
+        return sorted(str(Path(p).resolve()) if not str(p).startswith("synthetic") else str(p) for p in paths)
+    if resolved(cfg.get("data", [])) != resolved([*summary.get("data", []), *summary.get("train_only", [])]):
+        raise ValueError(f"{weights} was trained on {cfg.get('data')}, not on the data {cv_json} scored "
+                         f"({summary.get('data')} plus training-only {summary.get('train_only', [])})")
+    stored, expected = training.get("data_fingerprint"), summary.get("training_fingerprint")
+    if stored and expected and stored != expected:
+        raise ValueError(f"{weights} was trained on other pixels than {cv_json} scored under the same names "
+                         "(their data fingerprints differ)")
+
+
 def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Path:
     """Copy trained weights under ``models/`` with their cross-validated figures in the metadata,
     and write the model card beside them: what was run, on what, for how long, and how it scored."""
     import torch
 
     from ..weights import load_model, save_model
-    summary = json.loads(Path(cv_json).read_text())
+    summary = load_cv(cv_json)
     net, info = load_model(weights)
     name = info.architecture
     if name not in summary["models"]:
         raise ValueError(f"{cv_json} holds no cross-validation of {name!r} (it has {', '.join(summary['models'])})")
+    check_provenance(weights, info.training, summary, cv_json)
     m, reference = summary["models"][name], summary["models"]["threshold"]
     decision = m.get("decision_threshold", {}).get("chosen", 0.5)
     fold_decision_threshold(net, info, decision)
