@@ -31,7 +31,8 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
-    package_data={package_name: ["_linestep.c"]},   # the kernel's source: `scannernet bench --parts predict` reads it
+    # the kernel's source (`scannernet bench --parts predict` reads it) and the demo's real scene
+    package_data={package_name: ["_linestep.c"], f"{package_name}.scenes": ["demo/*.npy", "demo/README.md"]},
     ext_modules=[KERNEL],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

@@ -141,7 +141,9 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     per_scene = info.metrics["cv"]["per_scene"]["iou"]
     assert per_scene == summary["models"]["baseline1d"]["per_scene"]["iou"]
     card = (models / "baseline1d.md").read_text()
-    assert f"{100 * per_scene['mean']:.1f} ± {100 * per_scene['sd']:.1f}" in card and "threshold (reference)" in card
+    held = summary["models"]["baseline1d"]["all_held_out"]
+    assert f"| baseline1d | {100 * held['pooled_iou']:.1f} |" in card and "threshold (reference)" in card
+    assert "cut 0.30" in card and "Decision cut:" in card
     assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--grouping", "scene",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err

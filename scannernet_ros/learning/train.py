@@ -489,12 +489,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="registry name")
     p.add_argument("--data", nargs="+", default=d.data, help="sources: synthetic:N[:SIZE], 38-Cloud split, bags, L8 Biome folder")
     p.add_argument("--val", nargs="*", default=d.val, help="explicit validation sources (else a split of --data)")
-    p.add_argument("--bands", choices=BAND_SETS, default=d.bands)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--crop", type=int, default=d.crop)
-    p.add_argument("--strip", type=int, default=d.strip)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--bands", choices=BAND_SETS, default=d.bands, help="input bands: rgb (the paper) or rgbn")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of the data held out for validation, whole scenes at a time (0 = fixed budget, no validation)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per step")
+    p.add_argument("--crop", type=int, default=d.crop, help="side of the square training crops in pixels")
+    p.add_argument("--strip", type=int, default=d.strip,
+                   help="rows per backpropagation strip of the streaming models (the state carries over)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (Adam)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule,
                    help="learning rate: constant, or cosine decay to 0 over --max-epochs")
     p.add_argument("--gain", type=float, default=d.gain, help="scene brightness jitter of the augmentation (x 1 +- gain)")
@@ -509,14 +511,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", choices=("pooled", "scene_mean"), default=d.select,
                    help="validation IoU that picks the best epoch")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0 = off)")
-    p.add_argument("--max-epochs", type=int, default=d.max_epochs)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs, help="epochs at most")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without a better validation IoU")
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
+                   help="steps per epoch (0 = enough to cover the training pixels once)")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="wall-clock budget in minutes (0 = none)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, the crops and the validation split")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--out", default=d.out, help="run folder: best/last weights, train_state, logs, curves")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its train_state (exactly where it stopped)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -77,12 +77,16 @@ class ArrayScene:
         return self.reflectance[:, start:stop], mask
 
 
+DEMO_SCENE = Path(__file__).resolve().parent / "demo" / "l8_grasscrops_02_0608.npy"
+
+
 def open_scene(source: str, width: int = 384, length: int = 1000, seed: int = 0) -> Scene:
-    """``synthetic`` or a path: a 38-Cloud patch/scene, an L8 Biome patch, or an image file."""
+    """``synthetic``, ``demo`` (the real Landsat 8 patch shipped in scenes/demo/) or a path: a
+    38-Cloud patch/scene, an L8 Biome patch, or an image file."""
     from .synthetic import SyntheticScene
     if source in ("", "synthetic"):
         return SyntheticScene(width=width, length=length, seed=seed)
-    path = Path(source).expanduser()
+    path = DEMO_SCENE if source == "demo" else Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"scene source {source!r}: no such file or folder")
     if not (path.is_file() or path.is_dir()):

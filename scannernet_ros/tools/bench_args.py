@@ -12,4 +12,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parts", default="memory,latency,step,swath,ros",
                    help="comma-separated subset of: memory, latency, step, swath, ros, predict (llvm-mca's "
                         "predicted rate on Cortex-A57/A72/A78; needs gcc-aarch64-linux-gnu and llvm-19)")
-    p.add_argument("--out", default="out/bench")
+    p.add_argument("--out", default="out/bench", help="folder for bench*.md and bench*.json")

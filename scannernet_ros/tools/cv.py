@@ -382,18 +382,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "metadata shows the same model, data and recipe")
     p.add_argument("--train-only", nargs="+", default=[], metavar="SOURCE",
                    help="sources added to every fold's training data and never scored (e.g. synthetic:32)")
-    p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb")
+    p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb", help="input bands of every model")
     p.add_argument("--epochs", type=int, default=RECIPE.max_epochs, help="epochs per fold (fixed budget)")
-    p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch)
-    p.add_argument("--seed", type=int, default=RECIPE.seed)
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=RECIPE.schedule)
+    p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch, help="steps of 64 crops per epoch")
+    p.add_argument("--seed", type=int, default=RECIPE.seed, help="seed of the weights and crops (and of the scene folds)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=RECIPE.schedule, help="learning-rate schedule")
     p.add_argument("--gain", type=float, default=RECIPE.gain, help="scene brightness jitter of the augmentation")
     p.add_argument("--clear-weight", type=float, default=RECIPE.clear_weight,
                    help="loss weight of clear pixels against cloud's 1")
     p.add_argument("--composite", type=float, default=RECIPE.composite,
                    help="share of training crops under a satellite-cloud-generator cloud (0 = none)")
     p.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes, one thread each")
-    p.add_argument("--out", default="out/cv")
+    p.add_argument("--out", default="out/cv", help="folder for the fold weights, cv.json and cv.md")
 
 
 # The recipe the shipped weights are trained with (see models/*.md): real data only, a fixed
@@ -495,7 +495,8 @@ def check_provenance(weights: Path, training: dict, summary: dict, cv_json: Path
 
 def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Path:
     """Copy trained weights under ``models/`` with their cross-validated figures in the metadata,
-    and write the model card beside them: what was run, on what, for how long, and how it scored."""
+    and write the model card beside them: what was run, on what, for how long, how it scored, and
+    at which cut (moved from 0.5 only where the move beat the spread over the folds)."""
     import torch
 
     from ..weights import load_model, save_model
@@ -508,43 +509,69 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
     m, reference = summary["models"][name], summary["models"]["threshold"]
     decision = m.get("decision_threshold", {}).get("chosen", 0.5)
     fold_decision_threshold(net, info, decision)
-    info.metrics = {"cv": {"folds": len(summary["folds"]), "pooled": m["pooled"], "per_scene": m["per_scene"],
+    info.metrics = {"cv": {"protocol": describe(summary), "folds": len(summary["folds"]),
+                           "pooled": m["pooled"], "per_scene": m["per_scene"],
                            "threshold_pooled": reference["pooled"], "threshold_per_scene": reference["per_scene"],
-                           "decision_threshold": decision}}
+                           "decision_threshold": decision,
+                           **({"all_held_out": m["all_held_out"], "threshold_all_held_out": reference["all_held_out"]}
+                              if "all_held_out" in m and "all_held_out" in reference else {})}}
     models_dir = Path(models_dir)
     target = models_dir / f"{name}.safetensors"
     save_model(target, net.to(torch.device("cpu")), info)
+    atomic_write(models_dir / f"{name}.md", lambda tmp: Path(tmp).write_text(card(name, info, summary, cv_command)))
+    return target
+
+
+def card(name: str, info, summary: dict, cv_command: str) -> str:
+    """The model card: training, then the cross-validated figures with the threshold's beside them."""
+    m, reference = summary["models"][name], summary["models"]["threshold"]
+    decision = m.get("decision_threshold", {}).get("chosen", 0.5)
     training = info.training
     cfg = training.get("config", {})
+    moved = (f"{decision:.2f}: it beat 0.5 on the folds by more than their spread, so it is folded into the "
+             "output (the segmenter's default `threshold` of 0.5 applies it)" if decision != 0.5 else
+             "0.5: no other cut beat it on the folds by more than their spread, so the output is left as trained")
     lines = [f"# {name}", "",
              f"Shipped weights `models/{name}.safetensors`: {training.get('parameters', 0):,} parameters, "
              f"input bands {', '.join(info.input.bands)}.", "",
              "## Training", "",
-             f"Data: {', '.join(cfg.get('data', []))} ({training.get('train_samples', '?')} real patches, "
-             "all of them: the figures below are cross-validated, not measured on these weights).",
+             f"Data: {', '.join(cfg.get('data', []))} ({training.get('train_samples', '?')} patches, all of them: "
+             "the figures below are cross-validated, not measured on these weights).",
              f"Time: {training.get('seconds', 0):.0f} s on one CPU thread.",
-             f"Decision threshold: {decision:.2f} on the trained model's probability, chosen by cross-validation "
-             "and folded into the output (so the segmenter's default `threshold` of 0.5 applies it).", "",
+             f"Decision cut: {moved}.", "",
              "Command:", "",
              "```bash", train_command(name, summary["recipe"], cfg.get("data", []), f"runs/{name}"),
              f"scannernet ship runs/{name}/best.safetensors --cv out/cv/cv.json", "```", "",
              "## Cross-validated figures", "",
-             f"From `{cv_command}` ({len(summary['folds'])} folds by scene, stratified by biome; the model is "
-             "trained on the other folds with the same recipe and run line by line as the segmenter runs it). "
-             "Each fold is scored at the decision threshold the other folds choose. Mean ± sd over folds, x100:", "",
-             "| | IoU pooled | IoU per scene | F1 per scene | precision per scene | recall per scene |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for label, row in ((name, m), ("threshold (reference)", reference)):
-        lines.append(f"| {label} | {_cell(row['pooled']['iou'])} | {_cell(row['per_scene']['iou'])} | "
-                     f"{_cell(row['per_scene']['f1'])} | {_cell(row['per_scene']['precision'])} | "
-                     f"{_cell(row['per_scene']['recall'])} |")
-    lines += ["", "Per fold (IoU pooled / per scene, x100):", "",
-              "| fold | held-out scenes | " + name + " | threshold | decision threshold (chosen by the other folds) |",
+             f"From `{cv_command}`: {describe(summary)}. The model is trained on the other folds with the same "
+             "recipe and run line by line as the segmenter runs it; each fold is scored at the cut the other "
+             "folds choose.", ""]
+    if "all_held_out" in m:
+        lines += ["Every held-out scene at once (x100):", "",
+                  "| | IoU pooled | precision | recall | IoU per scene (cloudy) | IoU per scene (every) "
+                  "| cover error per frame | discard decision right | ECE | Brier |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, row in ((name, m), ("threshold (reference)", reference)):
+            a = row["all_held_out"]
+            lines.append(f"| {label} | {_pct(a['pooled_iou'])} | {_pct(a['precision'])} | {_pct(a['recall'])} | "
+                         f"{_pct(a['per_scene_iou'])} | {_pct(a['per_scene_iou_all'])} | "
+                         f"{_cell(row['cover']['cover_mae'])} | {_cell(row['cover']['discard_agreement'])} | "
+                         f"{_cell(row['calibration']['ece'])} | {_cell(row['calibration']['brier'])} |")
+        lines += ["", "Operating points: precision / recall / pooled IoU over every held-out scene at the "
+                  "segmenter's `threshold` (x100; the cut on the trained model's probability"
+                  + (f", before the {decision:.2f} folded into these weights" if decision != 0.5 else "") + "):", "",
+                  "| | " + " | ".join(f"cut {c}" for c in CARD_CUTS) + " |", "|---|" + "---:|" * len(CARD_CUTS)]
+        for label, row in ((name, m), ("threshold (reference)", reference)):
+            lines.append(f"| {label} | " + " | ".join(
+                f"{_pct(x['precision'])} / {_pct(x['recall'])} / {_pct(x['pooled_iou'])}"
+                for x in (row["by_cut"][c] for c in CARD_CUTS)) + " |")
+        lines += [""]
+    lines += ["Per held-out fold (IoU pooled / per scene, x100):", "",
+              "| fold | held-out scenes | " + name + " | threshold | cut (chosen by the other folds) |",
               "|---:|---|---:|---:|---:|"]
     for mine, ref in zip(m["per_fold"], reference["per_fold"]):
         lines.append(f"| {mine['fold']} | {', '.join(mine['test_scenes'])} | "
-                     f"{100 * mine['pooled']['iou']:.1f} / {100 * mine['per_scene_mean']['iou']:.1f} | "
-                     f"{100 * ref['pooled']['iou']:.1f} / {100 * ref['per_scene_mean']['iou']:.1f} | "
+                     f"{_pct(mine['pooled']['iou'])} / {_pct(mine['per_scene_mean']['iou'])} | "
+                     f"{_pct(ref['pooled']['iou'])} / {_pct(ref['per_scene_mean']['iou'])} | "
                      f"{mine.get('decision_threshold', 0.5):.2f} |")
-    atomic_write(models_dir / f"{name}.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    return target
+    return "\n".join(lines) + "\n"

@@ -188,12 +188,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="registry names (shipped weights) or .safetensors paths; the shipped threshold "
                         "reference is always added")
     p.add_argument("--data", nargs="+", required=True, help="bags, 38-Cloud split, L8 Biome folder, synthetic:N")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--threshold", type=float, default=0.5, help="cloud probability at which a pixel is cloud")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--panels", type=int, default=4, help="how many images to draw as PNG panels")
     p.add_argument("--nonempty-only", action="store_true", help="38-Cloud: only the official non-empty patches")
     p.add_argument("--frame-lines", type=int, default=384,
                    help="lines per cloud-cover frame (the segmenter's frame_lines) for the per-frame cover error")
     p.add_argument("--discard-above", type=float, default=0.7,
                    help="cloud fraction above which a frame is discarded (the segmenter's discard_above)")
-    p.add_argument("--out", default="out/evaluation")
+    p.add_argument("--out", default="out/evaluation", help="folder for evaluation.json, evaluation.md and figures")
