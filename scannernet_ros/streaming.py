@@ -44,6 +44,20 @@ class Counters:
     unanswered: Counter = field(default_factory=Counter)  # lines taken in but not answered, by reason (inactive, ...)
     last_stamp_ns: int | None = None   # the stamp clock the gaps are measured on
 
+    def count_rejected(self, reason: str, stamp_ns: int | None, line_period_ns: int) -> None:
+        """A line that cannot be used: counted once, as rejected (its stamp still moves the clock
+        on, so it is not counted again as dropped when the next line arrives)."""
+        self.lines_in += 1
+        self.rejected[reason] += 1
+        if self.last_stamp_ns is not None:
+            self.move_clock(stamp_ns, line_period_ns)
+
+    def count_unanswered(self, reason: str, stamp_ns: int | None, line_period_ns: int) -> None:
+        """A valid line taken in but not answered (the node unconfigured or inactive)."""
+        self.lines_in += 1
+        self.unanswered[reason] += 1
+        self.move_clock(stamp_ns, line_period_ns)
+
     def move_clock(self, stamp_ns: int | None, line_period_ns: int) -> None:
         """A line that is accounted for without being segmented moves the stamp clock on, so that
         the next one is not taken for the end of a gap."""
@@ -158,17 +172,12 @@ class LineSegmenter:
     def reject(self, reason: str, stamp_ns: int | None = None) -> None:
         """Count a line that cannot be used.  Its stamp still moves the stamp clock on, so the
         line is counted once, as rejected, and not again as dropped when the next one arrives."""
-        self.counters.lines_in += 1
-        self.counters.rejected[reason] += 1
-        if self.counters.last_stamp_ns is not None:
-            self.counters.move_clock(stamp_ns, self.line_period_ns)
+        self.counters.count_rejected(reason, stamp_ns, self.line_period_ns)
 
     def skip(self, reason: str, stamp_ns: int | None) -> None:
         """Count a valid line that is not answered (the node inactive): once, under ``reason``.
         The state no longer describes adjacent ground, so the next answered line starts from zeros."""
-        self.counters.lines_in += 1
-        self.counters.unanswered[reason] += 1
-        self.counters.move_clock(stamp_ns, self.line_period_ns)
+        self.counters.count_unanswered(reason, stamp_ns, self.line_period_ns)
         if self.stepper is not None:
             self.reset(reason)
 

@@ -1,4 +1,6 @@
-"""The README documents every executable, parameter, topic and launch argument the code has."""
+"""The README and docs/ document every executable, parameter, topic and launch argument the code has;
+the README leads: both commands in its first 40 lines, an accuracy figure beside the threshold's in
+its first 60, at most 250 lines."""
 import ast
 import re
 
@@ -6,7 +8,18 @@ import pytest
 
 from conftest import REPO
 
-README = (REPO / "README.md").read_text()
+FRONT = (REPO / "README.md").read_text()
+README = FRONT + "".join(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))
+
+
+def test_the_readme_leads_and_stays_short():
+    lines = FRONT.splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines"
+    head40, head60 = "\n".join(lines[:40]), "\n".join(lines[:60])
+    assert "make demo" in head40 and "make test" in head40
+    assert "threshold" in head60 and re.search(r"\|\s*threshold[^|]*\|\s*\d+\.\d", head60)
+    for page in re.findall(r"\]\((docs/[a-z_]+\.md)", FRONT):
+        assert (REPO / page).is_file(), page
 
 
 def _declared_parameters():
@@ -35,5 +48,5 @@ def test_every_topic_and_launch_argument_is_documented():
             p.read_text() for p in (REPO / "scannernet_ros" / "nodes").glob("*.py"))):
         assert f"`{topic}`" in README, topic
     for launch in (REPO / "launch").glob("*.launch.py"):
-        for arg in re.findall(r'DeclareLaunchArgument\("([a-z_]+)"', launch.read_text()):
+        for arg in re.findall(r'(?:DeclareLaunchArgument|override)\("([a-z_]+)"', launch.read_text()):
             assert f"`{arg}`" in README or f"{arg}:=" in README, f"{launch.name}: {arg}"

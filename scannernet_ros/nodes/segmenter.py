@@ -229,8 +229,7 @@ class Segmenter(LifecycleNode):
             self.reporter.queue_ms.add((time.time_ns() - arrived_ns) / 1e6)
         stamp = msg.header.stamp
         if not 0 <= stamp.nanosec < 1_000_000_000:
-            self.counters.lines_in += 1
-            self.counters.rejected["malformed_stamp"] += 1
+            self.counters.count_rejected("malformed_stamp", None, 0)
             self.get_logger().error(f"rejected scanline: header.stamp.nanosec {stamp.nanosec} is not below 1e9",
                                     throttle_duration_sec=1.0)
             return
@@ -238,9 +237,7 @@ class Segmenter(LifecycleNode):
         with self._lock:
             core, threshold = self.core, self.threshold
             if core is None:
-                self.counters.lines_in += 1
-                self.counters.unanswered["unconfigured"] += 1
-                self.counters.move_clock(stamp_ns, int(1e9 / self.line_rate))
+                self.counters.count_unanswered("unconfigured", stamp_ns, int(1e9 / self.line_rate))
                 return
             if not self.active:
                 core.skip("inactive", stamp_ns)
