@@ -46,8 +46,11 @@ def test_ci_runs_the_readme_test_command():
 def test_models_command_prints_the_zoo():
     out = subprocess.run([sys.executable, "-m", "scannernet_ros.tools.cli", "models"], check=True,
                          capture_output=True, text=True).stdout
-    assert "| scannernet       | 3     | 4,521" in out
+    assert "| scannernet       | 4,521" in out
     assert "1,717" in out and "1,409" in out and "1,471" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert "| none " in rows["cunetpp"] and "yes (red, green, blue)" in rows["scannernet"]   # which have weights
+    assert "threshold" in out and "cross-validated" in out
 
 
 def _imports(path, package: str) -> list[tuple[str, bool]]:
