@@ -42,6 +42,23 @@ def start(name: str, namespace: str, **parameters) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def handling_signals(pid: int, timeout: float = 30.0) -> bool:
+    """Wait until the process catches SIGTERM: the node's own code has installed its handlers
+    (Python itself catches only SIGINT, so before that a signal is the interpreter's business)."""
+    from pathlib import Path
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught & (1 << (15 - 1)):
+            return True
+        time.sleep(0.005)
+    return False
+
+
 def stop(proc: subprocess.Popen) -> str:
     import signal
     if proc.poll() is None:

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from ros_helpers import handling_signals
+
 pytestmark = pytest.mark.skipif(
     shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,
     reason="needs the ROS 2 command line (ros2 launch, launch_ros): run under a sourced colcon workspace")
@@ -41,6 +43,19 @@ def finish(proc: subprocess.Popen, timeout: float = 60.0) -> str:
         pytest.fail(f"the launch did not end within {timeout:.0f} s:\n{out[-3000:]}")
 
 
+def node_pids(proc: subprocess.Popen) -> list[int]:
+    """The node processes a launch started (its children running this package's executables)."""
+    import psutil
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        nodes = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)
+                 if any("lib/scannernet_ros/" in part for part in c.cmdline())]
+        if len(nodes) >= 3:
+            return nodes
+        time.sleep(0.05)
+    return nodes
+
+
 def wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 60.0) -> str:
     """Read the launch's output until ``pattern`` appears; what was read."""
     seen, deadline = [], time.monotonic() + timeout
@@ -59,15 +74,15 @@ def wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 60.0) -> str
 def test_pipeline_survives_terminal_ctrl_c_every_node_exits_0(after, random_weights):
     """Ctrl-C as a terminal sends it (the group, then launch's forwarded SIGINT), during the nodes'
     start-up and while masks flow: every node reports a clean finish, none dies by a signal.
-    Start-up here begins a second after launch started the processes, once the interpreter and the
-    console-script wrapper (which scans every installed package's metadata) have handed over to
-    the node's own code: a signal before that is the interpreter's default action, whatever the
-    node does."""
+    Start-up here begins once every node's own code holds the signals; before that (the interpreter
+    starting, the console-script wrapper scanning every installed package's metadata) a signal is
+    the interpreter's default action, whatever the node does."""
     for attempt in range(5):
         proc = ros2_launch("pipeline.launch.py", f"model:={random_weights}", f"namespace:=ctrlc{attempt}")
         if after == "start-up":   # while the nodes import rclpy, numpy and the model and start
             head = wait_for(proc, r"\[waterfall-\d+\]: process started")
-            time.sleep(1.0 + 0.2 * attempt)
+            assert all(handling_signals(pid) for pid in node_pids(proc)), head
+            time.sleep(0.1 * attempt)
         else:
             head = wait_for(proc, r"segmenter.*(active|activated)")
             time.sleep(1.0)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_helpers import call, executable, image, prime, start, stop, wait_until
+from ros_helpers import call, executable, handling_signals, image, prime, start, stop, wait_until
 from scannernet_ros.nodes.ros_common import qos
 
 PERIOD = 4_444_444
@@ -171,7 +171,9 @@ NODES = {
 
 
 def _interrupt(name: str, ns: str, delay: float, sig: int, **params) -> tuple[int, str, float]:
+    """Start the node, and ``delay`` s after its own code has taken over the signals, send ``sig``."""
     proc = start(name, ns, **params)
+    assert handling_signals(proc.pid), f"{name} never installed its signal handlers"
     time.sleep(delay)
     sent = time.monotonic()
     proc.send_signal(sig)
@@ -186,14 +188,16 @@ def _interrupt(name: str, ns: str, delay: float, sig: int, **params) -> tuple[in
 
 @pytest.mark.parametrize("name", sorted(NODES))
 def test_sigint_or_sigterm_at_random_moments_exit_0_without_traceback(name, random_weights, tmp_path):
-    """During start-up and while running (the camera publishing as fast as it can read)."""
+    """During start-up (from the moment the node's own code holds the signals: before that they
+    are the interpreter's and the console-script wrapper's) and while running (the camera
+    publishing as fast as it can read)."""
     params = dict(NODES[name])
     if name == "segmenter":
         params["model"] = random_weights
     rng = random.Random(name)
     for k in range(10):
         sig = signal.SIGINT if k % 2 == 0 else signal.SIGTERM
-        rc, out, took = _interrupt(name, f"sig_{name}_{k}", rng.uniform(0.05, 2.5), sig, **params)
+        rc, out, took = _interrupt(name, f"sig_{name}_{k}", rng.uniform(0.0, 2.5), sig, **params)
         assert rc == 0, f"{name}: exit {rc} after {signal.Signals(sig).name}\n{out}"
         assert "Traceback" not in out and "Fatal Python error" not in out and "terminate called" not in out, out
         assert took < 2.0, f"{name} took {took:.2f} s to stop"
@@ -209,7 +213,8 @@ def test_ctrl_c_from_a_terminal_then_the_one_launch_forwards_exits_0(name, rando
         params["model"] = random_weights
     for k, spacing in enumerate((0.0, 0.02, 0.05, 0.1, 0.2)):
         proc = start(name, f"term_{name}_{k}", **params)
-        time.sleep(1.5 if k % 2 else 0.4)    # running, or still starting
+        assert handling_signals(proc.pid), f"{name} never installed its signal handlers"
+        time.sleep(1.5 if k % 2 else 0.05)   # running, or still starting
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(spacing)
         try:

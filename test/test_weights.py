@@ -132,7 +132,7 @@ def test_shipped_weights_load_and_each_has_a_model_card():
         card = path.with_suffix(".md").read_text()
         iou = cv["per_scene"]["iou"]
         assert f"{100 * iou['mean']:.1f} ± {100 * iou['sd']:.1f}" in card  # card and file agree
-    assert resolve_model_path("scannernet_small") == REPO / "models" / "scannernet_small.safetensors"
+    assert resolve_model_path("scannernet_small") == models_dir() / "scannernet_small.safetensors"
 
 
 def _with_metadata(tmp_path, **changes):
