@@ -424,7 +424,8 @@ def train_command(model: str, recipe: dict, data: list[str], out: str) -> str:
             f"--val-fraction 0 --max-epochs {recipe['max_epochs']} --steps-per-epoch {recipe['steps_per_epoch']} "
             f"--lr {recipe['lr']:g} --schedule {recipe.get('schedule', 'constant')} --gain {recipe.get('gain', 0.2):g} "
             f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}"
-            + (f" --composite {recipe['composite']:g}" if recipe.get("composite") else ""))
+            + (f" --composite {recipe['composite']:g}" if recipe.get("composite") else "")
+            + (f" --clear-weight {recipe['clear_weight']:g}" if recipe.get("clear_weight", 1.0) != 1.0 else ""))
 
 
 def fold_decision_threshold(net, info, t: float) -> None:
