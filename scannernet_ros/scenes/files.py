@@ -5,7 +5,7 @@ reflectance.  Three bands are R, G, B; a fourth is NIR (filled with red when abs
 PNG and other Pillow formats, where a fourth channel is alpha and is never taken for a band.
 Float images must hold reflectance: NaN, Inf or values outside [-0.5, 5] refuse the file, since
 no integer encoding could carry them to the segmenter (NaN would become dark ground).  A 16-bit
-colour PNG is refused too: Pillow would read it at 8 bits.  A mask
+colour PNG is decoded here at 16 bits, because Pillow reads it at 8.  A mask
 ``<stem>_mask.<ext>`` or ``<stem>.mask.npy`` next to the image, if present, is the ground truth
 (non-zero = cloud).
 """
@@ -31,6 +31,64 @@ def _png_bit_depth(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """A non-interlaced 16-bit RGB or RGBA PNG at full depth, ``(rows, cols, channels)`` uint16.
+    Pillow reads such files at 8 bits; this undoes PNG's row filters itself."""
+    import struct
+    import zlib
+    data = path.read_bytes()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        raise DatasetError(f"{path}: PNG without a header")
+    width, height, depth, colour, _, _, interlace = header
+    channels = {2: 3, 6: 4}.get(colour)
+    if depth != 16 or channels is None or interlace:
+        raise DatasetError(f"{path}: only non-interlaced 16-bit RGB/RGBA PNGs are read at 16 bits")
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise DatasetError(f"{path}: corrupt PNG data ({exc})") from None
+    bpp, stride = 2 * channels, 2 * channels * width
+    if len(raw) != height * (stride + 1):
+        raise DatasetError(f"{path}: PNG data holds {len(raw)} bytes, expected {height * (stride + 1)}")
+    out, prev = bytearray(height * stride), bytearray(stride)
+    for r in range(height):
+        kind, row = raw[r * (stride + 1)], bytearray(raw[r * (stride + 1) + 1:(r + 1) * (stride + 1)])
+        if kind == 1:
+            for i in range(bpp, stride):
+                row[i] = (row[i] + row[i - bpp]) & 255
+        elif kind == 2:
+            row = bytearray((x + y) & 255 for x, y in zip(row, prev))
+        elif kind == 3:
+            for i in range(stride):
+                row[i] = (row[i] + ((row[i - bpp] if i >= bpp else 0) + prev[i]) // 2) & 255
+        elif kind == 4:
+            for i in range(stride):
+                a, c = (row[i - bpp], prev[i - bpp]) if i >= bpp else (0, 0)
+                row[i] = (row[i] + _paeth(a, prev[i], c)) & 255
+        elif kind != 0:
+            raise DatasetError(f"{path}: unknown PNG row filter {kind}")
+        out[r * stride:(r + 1) * stride] = row
+        prev = row
+    return np.frombuffer(bytes(out), ">u2").astype(np.uint16).reshape(height, width, channels)
+
+
 def _load(path: Path) -> tuple[np.ndarray, bool]:
     """The pixels, and whether a last channel is alpha (Pillow formats) rather than a band."""
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -39,9 +97,8 @@ def _load(path: Path) -> tuple[np.ndarray, bool]:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False), False
         png = _png_bit_depth(path)
-        if png is not None and png[0] == 16 and png[1] in (2, 6):
-            raise DatasetError(f"{path}: 16-bit colour PNG, which Pillow reads at 8 bits; "
-                               "give it as a 16-bit TIFF or .npy to keep every bit")
+        if png is not None and png[0] == 16 and png[1] in (2, 6):   # Pillow would drop the low 8 bits
+            return read_png16(path), png[1] == 6
         from PIL import Image
         image = Image.open(path)
         return np.asarray(image), image.mode in ("RGBA", "LA", "PA", "RGBa", "La")
