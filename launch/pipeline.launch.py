@@ -36,8 +36,9 @@ def make_nodes(context) -> list:
                      namespace=namespace, output="screen", parameters=[params_file])
     return [camera, segmenter, waterfall,
             end_when_exits(camera, "the camera", done="the camera finished its scene"),
-            end_when_exits(segmenter, "the segmenter"),
-            end_when_exits(waterfall, "the waterfall")]
+            # exit 0 from these two means they were asked to stop: only a failure ends the launch
+            end_when_exits(segmenter, "the segmenter", success_ends=False),
+            end_when_exits(waterfall, "the waterfall", success_ends=False)]
 
 
 def generate_launch_description() -> LaunchDescription:

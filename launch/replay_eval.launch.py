@@ -30,7 +30,7 @@ def make_nodes(context) -> list:
                      output="screen", parameters=[params_file, given(context, EVALUATOR)])
     return [player, segmenter, evaluator,
             end_when_exits(evaluator, "the evaluator", done="the evaluator wrote an ok report"),
-            end_when_exits(segmenter, "the segmenter"),
+            end_when_exits(segmenter, "the segmenter", success_ends=False),
             end_when_exits(player, "the bag player", success_ends=False)]
 
 

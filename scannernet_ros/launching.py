@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from launch.actions import EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.actions import EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_context import LaunchContext
 from launch.substitutions import LaunchConfiguration
 
-NOT_GIVEN = ""   # the default of every overriding launch argument: the params file decides
+NOT_GIVEN = ""
+SIGNAL_GRACE_S = 0.5   # how long a clean exit waits before it is taken for the end of the node's job   # the default of every overriding launch argument: the params file decides
 
 
 def _convert(argument: str, text: str, kind: type):
@@ -51,13 +52,17 @@ def end_when_exits(node, what: str, done: str | None = None, success_ends: bool 
     player that has played its bags).  Any other exit status: the launch exits 1, naming the node
     and its status.  While the launch is already shutting down (Ctrl-C), an exit is no news:
     nothing is logged and no verdict is claimed."""
+    def finished(context: LaunchContext):
+        if context.is_shutdown:   # a Ctrl-C reached the node first: the launch is ending for that
+            return None
+        reason = done or f"{what} ended"
+        return [LogInfo(msg=f"{reason}: ending the launch"), EmitEvent(event=Shutdown(reason=reason))]
+
     def on_exit(event, context: LaunchContext):
         if context.is_shutdown or (event.returncode == 0 and not success_ends):
             return None
-        if event.returncode == 0 and done is not None:
-            return [LogInfo(msg=f"{done}: ending the launch"), EmitEvent(event=Shutdown(reason=done))]
-        if event.returncode == 0:
-            return [LogInfo(msg=f"{what} ended: ending the launch"), EmitEvent(event=Shutdown(reason=f"{what} ended"))]
+        if event.returncode == 0:   # decided a moment later: a terminal's Ctrl-C may be on its way to launch
+            return [TimerAction(period=SIGNAL_GRACE_S, actions=[OpaqueFunction(function=finished)])]
         raise LaunchVerdict(f"{what} exited with status {event.returncode}: ending the launch with exit code 1")
     return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))
 

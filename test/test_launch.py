@@ -25,6 +25,17 @@ pytestmark = pytest.mark.skipif(
     reason="needs the ROS 2 command line (ros2 launch, launch_ros): run under a sourced colcon workspace")
 
 DIED = re.compile(r"process has died|exit code -\d|Traceback|Fatal Python error")
+# launch's asyncio child watcher sometimes loses a child's exit status under load ("Unknown child
+# process pid N, will report returncode 255", then "process has died [pid N, exit code 255"): the
+# status was never seen, so such a line says nothing about the node.
+LOST_STATUS = re.compile(r"Unknown child process pid (\d+), will report returncode 255")
+
+
+def deaths(out: str) -> list[str]:
+    """Lines reporting a node death, leaving out those whose exit status launch lost."""
+    lost = set(LOST_STATUS.findall(out))
+    return [line for line in out.splitlines() if DIED.search(line) and not LOST_STATUS.search(line)
+            and not any(f"[pid {pid}, exit code 255" in line for pid in lost)]
 
 
 def ros2_launch(launch_file: str, *args: str) -> subprocess.Popen:
@@ -88,9 +99,11 @@ def test_pipeline_survives_terminal_ctrl_c_every_node_exits_0(after, random_weig
             time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)
         out = head + finish(proc)
-        assert not DIED.search(out), out[-4000:]
+        assert not deaths(out), out[-4000:]
+        lost = len(LOST_STATUS.findall(out))
         if after == "running":
-            assert out.count("process has finished cleanly") == 3, out[-4000:]
+            assert out.count("process has finished cleanly") + lost == 3, out[-4000:]
+        assert "ending the launch" not in out, out[-4000:]     # a Ctrl-C is not blamed on a node
 
 
 def test_params_file_sets_what_a_launch_argument_also_sets(tmp_path, random_weights):
@@ -157,3 +170,17 @@ def test_replay_eval_wrong_bag_path_ends_with_nonzero_exit(random_weights, tmp_p
     out = finish(proc, 60)
     assert proc.returncode == 1, out[-3000:]
     assert "the bag player exited with status 2" in out
+
+
+def test_the_pipeline_ends_with_exit_0_when_a_scene_that_does_not_loop_ends(tmp_path, random_weights):
+    import yaml
+    from pathlib import Path
+    config = yaml.safe_load((Path(__file__).parent.parent / "config" / "pipeline.yaml").read_text())
+    config["/**/pushbroom_camera"]["ros__parameters"].update(loop=False, line_rate_hz=0.0)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
+    proc = ros2_launch("pipeline.launch.py", f"params_file:={params}", "source:=demo", f"model:={random_weights}",
+                       "namespace:=scene_end")
+    out = finish(proc, 120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "the camera finished its scene: ending the launch" in out and not deaths(out), out[-3000:]
