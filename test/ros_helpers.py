@@ -39,7 +39,16 @@ def start(name: str, namespace: str, **parameters) -> subprocess.Popen:
     args = [executable(name), "--ros-args", "-r", f"__ns:=/{namespace}"]
     for k, v in parameters.items():
         args += ["-p", f"{k}:={v}"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_terminal_signals)
+
+
+def _terminal_signals() -> None:
+    """SIGINT at its default action, as in a terminal (a run started in a script's background
+    inherits it ignored, which would hide what a real Ctrl-C does)."""
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def handling_signals(pid: int, timeout: float = 30.0) -> bool:
