@@ -40,10 +40,10 @@ def start(name: str, namespace: str, **parameters) -> subprocess.Popen:
     for k, v in parameters.items():
         args += ["-p", f"{k}:={v}"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_terminal_signals)
+                            preexec_fn=terminal_signals)
 
 
-def _terminal_signals() -> None:
+def terminal_signals() -> None:
     """SIGINT at its default action, as in a terminal (a run started in a script's background
     inherits it ignored, which would hide what a real Ctrl-C does)."""
     import signal

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_helpers import handling_signals
+from ros_helpers import handling_signals, terminal_signals
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None,
@@ -44,13 +44,6 @@ def ros2_launch(launch_file: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(["ros2", "launch", "scannernet_ros", launch_file, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=terminal_signals)
 
-
-def terminal_signals() -> None:
-    """SIGINT and SIGTERM at their default action, as in a terminal's foreground job: a test run
-    started in the background of a script inherits SIGINT *ignored*, and ros2 launch would then
-    never see the Ctrl-C its nodes get."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60.0) -> str:
