@@ -14,7 +14,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from scannernet_ros.launching import NOT_GIVEN, end_when_exits, given, nodes_from
+from scannernet_ros.launching import end_when_exits, given, nodes_from, override
 
 # launch argument -> (parameters it sets, type); the camera's and the segmenter's separately
 CAMERA = {"source": (("source",), str), "line_rate": (("line_rate_hz", "stamp_rate_hz"), float)}
@@ -43,10 +43,6 @@ def make_nodes(context) -> list:
 
 def generate_launch_description() -> LaunchDescription:
     default_params = PathJoinSubstitution([FindPackageShare("scannernet_ros"), "config", "pipeline.yaml"])
-
-    def override(name: str, what: str) -> DeclareLaunchArgument:
-        return DeclareLaunchArgument(name, default_value=NOT_GIVEN,
-                                     description=f"{what} (default: the params file's value)")
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML parameters of the three nodes; launch arguments given on the "

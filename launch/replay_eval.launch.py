@@ -13,7 +13,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from scannernet_ros.launching import NOT_GIVEN, end_when_exits, given, nodes_from
+from scannernet_ros.launching import end_when_exits, given, nodes_from, override
 
 PLAYER = {"bag": (("bag",), str), "rate": (("rate",), float)}
 SEGMENTER = {"model": (("model",), str), "device": (("device",), str), "threshold": (("threshold",), float)}
@@ -36,10 +36,6 @@ def make_nodes(context) -> list:
 
 def generate_launch_description() -> LaunchDescription:
     default_params = PathJoinSubstitution([FindPackageShare("scannernet_ros"), "config", "replay_eval.yaml"])
-
-    def override(name: str, what: str) -> DeclareLaunchArgument:
-        return DeclareLaunchArgument(name, default_value=NOT_GIVEN,
-                                     description=f"{what} (default: the params file's value)")
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="a scene bag or a folder of them (scannernet convert)"),
         DeclareLaunchArgument("params_file", default_value=default_params,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from launch.actions import EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_context import LaunchContext
@@ -15,6 +15,11 @@ from launch.substitutions import LaunchConfiguration
 
 NOT_GIVEN = ""
 SIGNAL_GRACE_S = 0.5   # how long a clean exit waits before it is taken for the end of the node's job   # the default of every overriding launch argument: the params file decides
+
+
+def override(name: str, what: str) -> DeclareLaunchArgument:
+    """A launch argument that overrides the params file only when given on the command line."""
+    return DeclareLaunchArgument(name, default_value=NOT_GIVEN, description=f"{what} (default: the params file's value)")
 
 
 def _convert(argument: str, text: str, kind: type):
