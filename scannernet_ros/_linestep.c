@@ -44,16 +44,32 @@
 
 #if defined(__AVX512F__)
 #define VL 16
-#define RP 4
-#elif defined(__aarch64__)
-#define VL 4
-#define RP 4
 #elif defined(__AVX__)
 #define VL 8
-#define RP 2
 #else
 #define VL 4
+#endif
+/* Register blocking of the gate sums (gate_sums): RP gate rows x JP Winograd terms x NB vectors of
+ * pixels per pass, RP x JP x NB accumulators.  Each multiply-add needs one weight in every lane and
+ * one vector of inputs; the blocking sets how many multiply-adds share each: with 32 vector
+ * registers (AVX-512, NEON) 4 x 4 x 1, a weight per multiply-add that AVX-512 broadcasts inside
+ * it; with 16 (AVX2) 4 x 1 x 2, each broadcast serving two multiply-adds, which is 1.2x faster
+ * there than 2 x 4 x 1 (on Zen 2, broadcasts take the pipes the multiply-adds need).  Any
+ * blocking gives the same sums in the same order. */
+#ifndef RP
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define RP 4
+#define JP 4
+#define NB 1
+#elif defined(__AVX__)
+#define RP 4
+#define JP 1
+#define NB 3
+#else
 #define RP 2
+#define JP 4
+#define NB 1
+#endif
 #endif
 /* Region markers for llvm-mca's static throughput model (scannernet_ros/tools/predict.py compiles
  * the kernel to assembly with LINESTEP_MCA defined); nothing at all in a normal build. */
@@ -62,8 +78,15 @@
 #else
 #define MCA(mark) ((void)0)
 #endif
-/* RP: gate rows summed at once (RP x 4 accumulators; 4 where there are 32 vector registers) */
-#define BLOCK (2 * VL)     /* pixels per block: VL output pairs, even pixels in one vector, odd in another */
+/* Loops over registers of a register block, unrolled so that the block stays in registers */
+#if defined(__clang__)
+#define UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define UNROLL _Pragma("GCC unroll 16")
+#else
+#define UNROLL
+#endif
+#define BLOCK (2 * VL * NB)     /* pixels per block: NB vectors of VL output pairs (even pixels in one, odd in another) */
 #define TILE_MAX 512       /* input channels x tap groups a layer may have (the block's tile is on the stack) */
 #define MAX_THREADS 64
 #define THREAD_MIN_WIDTH 2048   /* narrower lines stay on one thread: starting one costs more */
@@ -250,22 +273,31 @@ static inline int tap_groups(int k) { return (k - 1) / 3 + 1; }
 
 static inline int pad_columns(int k) { return 3 * tap_groups(k) - 1; }
 
-/* The block's tile: for each input row and tap group s, the transformed inputs of the block's
- * pixel pairs (even pixel w0 + 2l reads row columns w0 + 2l + 3s .. + 3). */
+/* The block's tile: the Winograd-transformed inputs of its NB vectors of pixel pairs, for each input
+ * row and tap group (even pixel w0 + 2l reads row columns w0 + 2l + 3s .. + 3), laid out in the
+ * order gate_sums reads them: [term / JP][row x group][term % JP][vector]. */
+static inline ptrdiff_t tile_index(int j, int t, int v, int terms)
+{
+    return ((ptrdiff_t)(j / JP) * terms + t) * (JP * NB) + (j % JP) * NB + v;
+}
+
 static void make_tile(const Layer *L, int w0, vf *tile)
 {
-    const int groups = tap_groups(L->k);
+    const int groups = tap_groups(L->k), terms = L->channels * groups;
     for (int ch = 0; ch < L->channels; ch++) {
         const float *row = L->src + ch * L->stride + w0;
-        for (int s = 0; s < groups; s++, tile += 4) {
+        for (int s = 0; s < groups; s++) {
+            const int t = ch * groups + s;
             MCA("BEGIN tile");
-            vf d0, d1, d2, d3;
-            load_split(row + 3 * s, &d0, &d1);
-            load_split(row + 3 * s + 2, &d2, &d3);
-            tile[0] = d0 - d2;
-            tile[1] = d1 + d2;
-            tile[2] = d2 - d1;
-            tile[3] = d1 - d3;
+            for (int v = 0; v < NB; v++) {
+                vf d0, d1, d2, d3;
+                load_split(row + 3 * s + 2 * VL * v, &d0, &d1);
+                load_split(row + 3 * s + 2 * VL * v + 2, &d2, &d3);
+                tile[tile_index(0, t, v, terms)] = d0 - d2;
+                tile[tile_index(1, t, v, terms)] = d1 + d2;
+                tile[tile_index(2, t, v, terms)] = d2 - d1;
+                tile[tile_index(3, t, v, terms)] = d1 - d3;
+            }
             MCA("END tile");
         }
     }
@@ -285,32 +317,78 @@ static inline void in_register(vf *v)
 #endif
 }
 
-/* Gate sums (i, f, o, g; even and odd pixels) of hidden channel n over the block's tile. */
-static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2])
+/* Gate sums (i, f, o, g; even and odd pixels of each vector) of hidden channel n over the block's
+ * tile.  Each pass sums RP gate rows x JP Winograd terms x NB pixel vectors over every input row
+ * and tap group, in registers. */
+static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2][NB])
 {
     const int terms = L->channels * tap_groups(L->k);
-    for (int r0 = 0; r0 < 4; r0 += RP) {
-        const float *w = L->w + (ptrdiff_t)n * terms * 16 + r0;
-        vf acc[RP][4];
-        for (int r = 0; r < RP; r++) {
-            acc[r][0] = acc[r][2] = acc[r][3] = splat(0.0f);
-            acc[r][1] = splat(L->b[n * 4 + r0 + r]);   /* m1 reaches both pixels with sign + */
-        }
-        for (int t = 0; t < terms; t++, w += 16) {
-            MCA("BEGIN terms");
-            for (int j = 0; j < 4; j++) {
-                vf v = tile[4 * t + j];
-                in_register(&v);
+    vf m[4][4][NB];   /* [term][gate row][vector] */
+    for (int r0 = 0; r0 < 4; r0 += RP)
+        for (int j0 = 0; j0 < 4; j0 += JP) {
+            const float *w = L->w + (ptrdiff_t)n * terms * 16 + 4 * j0 + r0;
+            const vf *in = tile + tile_index(j0, 0, 0, terms);
+            vf acc[RP][JP][NB];
+            UNROLL
+            for (int r = 0; r < RP; r++)
+                UNROLL
+                for (int j = 0; j < JP; j++)
+                    UNROLL
+                    for (int v = 0; v < NB; v++)   /* m1 reaches both pixels with sign + */
+                        acc[r][j][v] = splat(j0 + j == 1 ? L->b[n * 4 + r0 + r] : 0.0f);
+            for (int t = 0; t < terms; t++, w += 16, in += JP * NB) {
+                MCA("BEGIN terms");
+                vf x[JP][NB];
+                UNROLL
+                for (int j = 0; j < JP; j++)
+                    UNROLL
+                    for (int v = 0; v < NB; v++) {
+                        x[j][v] = in[j * NB + v];
+                        in_register(&x[j][v]);
+                    }
+                UNROLL
                 for (int r = 0; r < RP; r++)
-                    acc[r][j] += splat(w[4 * j + r]) * v;
+                    UNROLL
+                    for (int j = 0; j < JP; j++) {
+                        const vf weight = splat(w[4 * j + r]);
+                        UNROLL
+                        for (int v = 0; v < NB; v++)
+                            acc[r][j][v] += weight * x[j][v];
+                    }
+                MCA("END terms");
             }
-            MCA("END terms");
+            UNROLL
+            for (int r = 0; r < RP; r++)
+                UNROLL
+                for (int j = 0; j < JP; j++)
+                    UNROLL
+                    for (int v = 0; v < NB; v++)
+                        m[j0 + j][r0 + r][v] = acc[r][j][v];
         }
-        for (int r = 0; r < RP; r++) {
-            z[r0 + r][0] = acc[r][0] + acc[r][1] + acc[r][2];
-            z[r0 + r][1] = acc[r][1] - acc[r][2] - acc[r][3];
+    UNROLL
+    for (int r = 0; r < 4; r++)
+        UNROLL
+        for (int v = 0; v < NB; v++) {
+            z[r][0][v] = m[0][r][v] + m[1][r][v] + m[2][r][v];
+            z[r][1][v] = m[1][r][v] - m[2][r][v] - m[3][r][v];
         }
-    }
+}
+
+/* n / d for the LSTM's denominators (1 <= d < 2e8, or NaN).  With AVX2 the reciprocal estimate
+ * and one Newton step (relative error below 3e-7, against float32's 6e-8 for the division): a
+ * 256-bit division holds the divider for 5 (Zen 3, Skylake) to 14 (Haswell) cycles, and the LSTM
+ * update has two per vector; llvm-mca puts the update at 129 cycles with divisions and 74 with
+ * this on Zen 2.  With AVX-512 (Zen 4 measured: the division was 1.1x faster) and elsewhere the
+ * division.  NaN stays NaN. */
+static inline vf divide(vf n, vf d)
+{
+#if defined(__AVX__) && !defined(__AVX512F__)
+    vf r = (vf)_mm256_rcp_ps((__m256)d);
+    r = r * (splat(2.0f) - d * r);
+    return n * r;
+#else
+    return n / d;
+#endif
 }
 
 /* The LSTM update c' = f c + i g with i, f = (1 + tanh(halved z)) / 2 and g = tanh(z), over one
@@ -320,45 +398,60 @@ static inline vf cell_update(vf zi, vf zf, vf zg, vf c)
 {
     const ratio i = tanh_ratio(zi), f = tanh_ratio(zf), g = tanh_ratio(zg);
     const vf dig = i.d * g.d;
-    return ((f.d + f.n) * dig * c + (i.d + i.n) * g.n * f.d) / (splat(2.0f) * f.d * dig);
+    return divide((f.d + f.n) * dig * c + (i.d + i.n) * g.n * f.d, splat(2.0f) * f.d * dig);
 }
 
 /* h = o tanh(c) with o = (1 + tanh(halved z)) / 2: one division for the two ratios. */
 static inline vf hidden_output(vf zo, vf c)
 {
     const ratio o = tanh_ratio(zo), t = tanh_ratio(c);
-    return (o.d + o.n) * t.n / (splat(2.0f) * o.d * t.d);
+    return divide((o.d + o.n) * t.n, splat(2.0f) * o.d * t.d);
+}
+
+/* Valid pixels of vector v of a block that holds m (0 to 2 VL). */
+static inline int vector_pixels(int m, int v)
+{
+    const int left = m - 2 * VL * v;
+    return left < 0 ? 0 : left < 2 * VL ? left : 2 * VL;
 }
 
 static void layer_run(Layer *L)
 {
     const int width = L->width, end = L->end < width ? L->end : width;
-    vf tile[TILE_MAX * 4];
+    vf tile[TILE_MAX * 4 * NB];
     vi bad = {0};
     for (int w0 = L->begin; w0 < end; w0 += BLOCK) {
         const int m = width - w0 < BLOCK ? width - w0 : BLOCK;
         make_tile(L, w0, tile);
-        vf out[2] = {splat(0.0f), splat(0.0f)};
+        vf out[NB][2];
+        for (int v = 0; v < NB; v++)
+            out[v][0] = out[v][1] = splat(0.0f);
         for (int n = 0; n < L->hidden; n++) {
-            vf z[4][2], c[2], h[2];
+            vf z[4][2][NB];
             gate_sums(L, tile, n, z);
             float *cp = L->c + (ptrdiff_t)n * width + w0;
-            load_split_part(cp, m, &c[0], &c[1]);
-            MCA("BEGIN lstm");
-            for (int e = 0; e < 2; e++) {
-                c[e] = cell_update(z[0][e], z[1][e], z[3][e], c[e]);
-                bad |= nonfinite(c[e]);
-                h[e] = hidden_output(z[2][e], c[e]);
-                if (L->head)
-                    out[e] += splat(L->head[n]) * h[e];
+            float *hp = L->hout + (ptrdiff_t)n * L->wp + w0;
+            for (int v = 0; v < NB; v++) {
+                const int mv = vector_pixels(m, v);
+                vf c[2], h[2];
+                load_split_part(cp + 2 * VL * v, mv, &c[0], &c[1]);
+                MCA("BEGIN lstm");
+                for (int e = 0; e < 2; e++) {
+                    c[e] = cell_update(z[0][e][v], z[1][e][v], z[3][e][v], c[e]);
+                    bad |= nonfinite(c[e]);
+                    h[e] = hidden_output(z[2][e][v], c[e]);
+                    if (L->head)
+                        out[v][e] += splat(L->head[n]) * h[e];
+                }
+                MCA("END lstm");
+                store_merged_part(cp + 2 * VL * v, mv, c[0], c[1]);
+                store_merged(hp + 2 * VL * v, h[0], h[1]);
             }
-            MCA("END lstm");
-            store_merged_part(cp, m, c[0], c[1]);
-            store_merged(L->hout + (ptrdiff_t)n * L->wp + w0, h[0], h[1]);
         }
         if (L->head) {
             const vf bias = splat(L->head[L->hidden]);
-            store_merged(L->logits + w0, out[0] + bias, out[1] + bias);
+            for (int v = 0; v < NB; v++)
+                store_merged(L->logits + w0 + 2 * VL * v, out[v][0] + bias, out[v][1] + bias);
         }
     }
     L->finite = none_set(bad);

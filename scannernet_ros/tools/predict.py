@@ -1,12 +1,15 @@
 """Predicted speed of the compiled line step on CPUs this machine does not have (llvm-mca).
 
 The kernel is compiled to assembly for each target with markers around its three hot regions
-(``_linestep.c``: ``tile``, one channel and tap group of the Winograd input transform; ``terms``,
-one term of a hidden channel's gate sums; ``lstm``, one hidden channel's LSTM update of a block).
-llvm-mca's scheduling model of the core gives cycles per iteration of each region; the kernel's
-loop counts turn them into cycles per line:
+(``_linestep.c``: ``tile``, one channel and tap group of the Winograd input transform of a block;
+``terms``, one input row and tap group of a gate-sum pass; ``lstm``, one hidden channel's LSTM
+update of one vector of pixel pairs).  llvm-mca's scheduling model of the core gives cycles per
+iteration of each region; the kernel's loop counts turn them into cycles per line:
 
-    per block and layer:  tile x channels x groups  +  hidden x (4 / RP x terms x channels x groups + lstm)
+    per block and layer:  tile x channels x groups
+                          + hidden x ((4 / RP) x (4 / JP) x channels x groups x terms + NB x lstm)
+
+with the register blocking RP x JP x NB and the block of 2 x lanes x NB pixels the build uses.
 
 and the core's clock into lines per second.  A static model: no cache misses, no branch
 mispredictions, no loop overhead outside the regions, one core.  The same method on this machine's
@@ -37,21 +40,31 @@ class Target:
     compiler: str
     cflags: tuple[str, ...]
     mca: tuple[str, ...]
-    lanes: int          # floats per vector register (VL in _linestep.c)
-    rows_per_pass: int  # RP in _linestep.c
+    lanes: int                       # floats per vector register (VL in _linestep.c)
+    blocking: tuple[int, int, int]   # RP, JP, NB in _linestep.c
     ghz: float
     board: str
 
 
 ARM = (
     Target("cortex-a57", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a57",), ("-mtriple=aarch64", "-mcpu=cortex-a57"),
-           4, 4, 1.43, "Jetson Nano (4x Cortex-A57 at 1.43 GHz)"),
+           4, (4, 4, 1), 1.43, "Jetson Nano (4x Cortex-A57 at 1.43 GHz)"),
     Target("cortex-a72", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a72",), ("-mtriple=aarch64", "-mcpu=cortex-a72"),
-           4, 4, 1.5, "Raspberry Pi 4 class (Cortex-A72 at 1.5 GHz)"),
+           4, (4, 4, 1), 1.5, "Raspberry Pi 4 class (Cortex-A72 at 1.5 GHz)"),
     Target("cortex-a78", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=cortex-a78"),
-           4, 4, 2.2, "Jetson Orin class (Cortex-A78AE at 2.2 GHz)"),
+           4, (4, 4, 1), 2.2, "Jetson Orin class (Cortex-A78AE at 2.2 GHz)"),
     Target("neoverse-n1", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=neoverse-n1"),
-           4, 4, 2.2, "Orin class again, scheduled with LLVM's Neoverse-N1 model (an A76-derived core)"),
+           4, (4, 4, 1), 2.2, "Orin class again, scheduled with LLVM's Neoverse-N1 model (an A76-derived core)"),
+)
+
+# The AVX2 build (what -march=native gives on a CPU without AVX-512) on cores that have no more:
+# the owner's kind of machine and many users'.  Clocks are typical all-core figures.
+AVX2_FLAGS = ("-march=x86-64-v3", "-mno-avx512f")
+X86_AVX2 = (
+    Target("znver2", "gcc", AVX2_FLAGS, ("-mcpu=znver2",), 8, (4, 1, 3), 3.0, "AMD EPYC Rome class (Zen 2), AVX2 build"),
+    Target("znver3", "gcc", AVX2_FLAGS, ("-mcpu=znver3",), 8, (4, 1, 3), 3.0, "AMD EPYC Milan class (Zen 3), AVX2 build"),
+    Target("haswell", "gcc", AVX2_FLAGS, ("-mcpu=haswell",), 8, (4, 1, 3), 2.5, "Intel Haswell, AVX2 build"),
+    Target("skylake", "gcc", AVX2_FLAGS, ("-mcpu=skylake",), 8, (4, 1, 3), 3.0, "Intel Skylake client, AVX2 build"),
 )
 
 REGION = re.compile(r"\[\d+\] Code Region - (\w+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)", re.S)
@@ -78,12 +91,14 @@ def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
 def cycles_per_line(cycles: dict[str, float], target: Target, width: int,
                     bands: int = 3, f1: int = 4, f2: int = 8, k: int = 9) -> float:
     """The kernel's loop counts times each region's cycles (ScannerNet's sizes by default)."""
+    rows, terms_per_pass, vectors = target.blocking
+    passes = (4 // rows) * (4 // terms_per_pass)
     groups = (k - 1) // 3 + 1
-    blocks = math.ceil(width / (2 * target.lanes))
+    blocks = math.ceil(width / (2 * target.lanes * vectors))
     total = 0.0
     for channels, hidden in ((bands + f1, f1), (f1 + f2, f2)):
         terms = channels * groups
-        total += cycles["tile"] * terms + hidden * (4 // target.rows_per_pass * terms * cycles["terms"] + cycles["lstm"])
+        total += cycles["tile"] * terms + hidden * (passes * terms * cycles["terms"] + vectors * cycles["lstm"])
     return blocks * total
 
 
@@ -94,7 +109,7 @@ def host_target() -> Target:
     mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", info)
     avx512 = " avx512f" in info
     return Target("this x86 CPU", "gcc", ("-march=native",), ("-mcpu=" + ("znver4" if avx512 else "znver3"),),
-                  16 if avx512 else 8, 4 if avx512 else 2, float(mhz[1]) / 1e3 if mhz else 2.5,
+                  16 if avx512 else 8, (4, 4, 1) if avx512 else (4, 1, 3), float(mhz[1]) / 1e3 if mhz else 2.5,
                   "this machine, " + ("AVX-512" if avx512 else "AVX2"))
 
 
@@ -121,7 +136,7 @@ def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float
 
 def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
     rows = []
-    for target in (*ARM, host_target()):
+    for target in (*ARM, *X86_AVX2, host_target()):
         cycles = region_cycles(target)
         for width in widths:
             per_line = cycles_per_line(cycles, target, width)
