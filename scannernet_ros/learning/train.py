@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import math
 import os
@@ -308,10 +309,23 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
     # -- processes and devices -------------------------------------------------------------
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(cfg.device)
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if not distributed:
+        return _train(cfg, log, data, device, distributed)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    # _train's frame holds the DistributedDataParallel wrapper, whose reducer holds the group:
+    # it is gone (and collected) before the group is torn down, so the group's last reference
+    # drops here, on this thread, with no collective pending on any rank
+    progress = _train(cfg, log, data, device, distributed)
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+    return progress
+
+
+def _train(cfg: TrainConfig, log, data, device: torch.device, distributed: bool) -> dict:
+    """The run on this process; with ``distributed``, one rank of an initialised group."""
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     main_process = rank == 0
@@ -455,9 +469,6 @@ def train(cfg: TrainConfig, log=print, data: tuple[list[Sample], list[Sample]] |
             stop = bool(flag.item())
         if stop:
             break
-    if distributed:
-        dist.barrier()  # no rank tears the group down while another still uses it
-        dist.destroy_process_group()
     return progress
 
 
@@ -533,6 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scannernet train")
     add_arguments(p)
     train(config_from_args(p.parse_args(argv)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A worker leaves without interpreter finalisation: the group is destroyed and every
+        # file written, and what finalisation would add is the C++ teardown of the collective
+        # library's threads, which aborted a worker (SIGABRT, "terminate called without an
+        # active exception") now and then under load after the run had finished.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
