@@ -161,7 +161,7 @@ def read_bag_scene(path: Path, spec: InputSpec = InputSpec()) -> ArrayScene:
         if stamp in target:  # two lines at one stamp cannot both be row `stamp` of the scene
             raise BagError(f"{path}: two {m.topic} lines share the stamp {stamp} ns")
         if m.topic == SCANLINE:
-            bands = BANDS if "nir" in line.bands else BANDS[:3]
+            bands = BANDS[:5] if "swir1" in line.bands else BANDS[:4] if "nir" in line.bands else BANDS[:3]
             target[stamp] = to_reflectance(line.select(bands), line.kind, spec)
         else:
             target[stamp] = line.samples[0]
@@ -172,7 +172,11 @@ def read_bag_scene(path: Path, spec: InputSpec = InputSpec()) -> ArrayScene:
         raise BagError(f"{path}: {len(unpaired)} {GT_LINE} lines have no scanline at their stamp "
                        f"(first at {min(unpaired)} ns); ground truth must share the scanlines' stamps")
     stamps = sorted(rows)
-    rho = np.stack([_rgbn(rows[s]) for s in stamps], axis=1)
+    planes = [_rgbn(rows[s]) for s in stamps]
+    if len({p.shape for p in planes}) > 1:
+        raise BagError(f"{path}: scanlines differ in bands or width ({sorted({p.shape for p in planes})}); "
+                       f"one scene bag holds one encoding and width")
+    rho = np.stack(planes, axis=1)
     mask = None
     if truth:
         mask = np.stack([_mask(truth.get(s), rho.shape[2]) for s in stamps])
@@ -180,7 +184,8 @@ def read_bag_scene(path: Path, spec: InputSpec = InputSpec()) -> ArrayScene:
 
 
 def _rgbn(samples: np.ndarray) -> np.ndarray:
-    return samples if samples.shape[0] == 4 else np.concatenate([samples[:3], samples[:1]])
+    """At least the four bands every scene has (a 3-band line's NIR row repeats red)."""
+    return samples if samples.shape[0] >= 4 else np.concatenate([samples[:3], samples[:1]])
 
 
 def _mask(gt: np.ndarray | None, width: int) -> np.ndarray:

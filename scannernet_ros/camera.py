@@ -32,10 +32,16 @@ class ScanLine:
 
 
 def encode_rows(reflectance: np.ndarray, encoding: str, spec: InputSpec = InputSpec()) -> np.ndarray:
-    """``(4, rows, width)`` R, G, B, NIR reflectance -> the encoding's bands and sample type.
+    """``(bands, rows, width)`` reflectance (the first of R, G, B, NIR, SWIR1) -> the encoding's
+    bands and sample type.
 
-    ``mono`` is the mean of R, G, B; ``alpha`` (8-bit encodings only) is opaque.
+    ``mono`` is the mean of R, G, B; ``alpha`` (8-bit encodings only) is opaque.  An encoding with a
+    band the scene lacks (SWIR1 from a 38-Cloud scene) is refused rather than filled in.
     """
+    missing = [b for b in bands_of(encoding) if b in BANDS and BANDS.index(b) >= reflectance.shape[0]]
+    if missing:
+        raise ValueError(f"encoding {encoding} carries {', '.join(missing)}, which the scene does not have "
+                         f"(it has {', '.join(BANDS[:reflectance.shape[0]])})")
     kind = kind_of(encoding)
     planes = []
     for band in bands_of(encoding):
@@ -50,8 +56,11 @@ def encode_rows(reflectance: np.ndarray, encoding: str, spec: InputSpec = InputS
 def scan(scene: Scene, encoding: str, loop: bool = False, block: int = BLOCK) -> Iterator[ScanLine]:
     """Yield the scene's lines in order, forever when ``loop``, reading ``block`` rows at a time.
 
-    A scene wider than the package's width limit is refused here, before the first line."""
+    A scene wider than the package's width limit, or without a band the encoding carries, is
+    refused here, before the first line."""
     check_width(scene.width, f"scene {scene.name}")
+    if scene.length:
+        encode_rows(scene.rows(0, 1)[0], encoding)
     return _scan(scene, encoding, loop, block)
 
 

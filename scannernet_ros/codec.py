@@ -14,6 +14,7 @@ import numpy as np
 RGB = ("red", "green", "blue")
 BGR = ("blue", "green", "red")
 RGBN = ("red", "green", "blue", "nir")
+RGBNS = RGBN + ("swir1",)
 
 # encoding -> (sample dtype, band names in memory order)
 ENCODINGS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
@@ -27,9 +28,11 @@ ENCODINGS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
     "bgr16": (np.dtype(np.uint16), BGR),
     "16UC3": (np.dtype(np.uint16), RGB),
     "16UC4": (np.dtype(np.uint16), RGBN),
+    "16UC5": (np.dtype(np.uint16), RGBNS),
     "32FC1": (np.dtype(np.float32), ("mono",)),
     "32FC3": (np.dtype(np.float32), RGB),
     "32FC4": (np.dtype(np.float32), RGBN),
+    "32FC5": (np.dtype(np.float32), RGBNS),
 }
 INPUT_ENCODINGS = tuple(e for e in ENCODINGS if e != "32FC1")
 MAX_WIDTH = 1 << 16  # ten times a Landsat 8 swath; anything wider is rejected before allocating

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-BAND_NAMES = ("red", "green", "blue", "nir")
+BAND_NAMES = ("red", "green", "blue", "nir", "swir1")
 
 
 # Sane ranges of the input scaling: reflectance means and spreads, and the sample gains of

@@ -231,9 +231,16 @@ def models_dir() -> Path:
         return source
 
 
+def shipped_models(folder: Path | None = None) -> list[str]:
+    """Names of the shipped weights: the zoo's architectures that have them, then named variants
+    of an architecture (``scannernet_swir``: ScannerNet on other bands), each ``<name>.safetensors``."""
+    stems = {p.stem for p in (folder or models_dir()).glob("*.safetensors")}
+    return [n for n in ZOO if n in stems] + sorted(stems - set(ZOO))
+
+
 def resolve_model_path(model: str) -> Path:
-    """A registry name means the shipped weights of that name; anything else is a path."""
-    if model in ZOO:
+    """A zoo or shipped name means the shipped weights of that name; anything else is a path."""
+    if model in ZOO or (os.sep not in model and model in shipped_models()):
         path = models_dir() / f"{model}.safetensors"
         if not path.is_file():
             raise WeightsError(path, f"no shipped weights for {model!r}; train them with "

@@ -33,10 +33,22 @@ DEFAULT_MODEL = "scannernet"
 
 
 def runnable_per_line(models_dir=None) -> list[str]:
-    """The models the segmenter can run here: streaming architectures with shipped weights."""
+    """The models the segmenter can run here: shipped weights of a streaming architecture."""
+    from .weights import WeightsError, read_weights, shipped_models
     from .weights import models_dir as shipped_dir
     folder = models_dir or shipped_dir()
-    return [name for name, entry in ZOO.items() if entry.streams and (folder / f"{name}.safetensors").is_file()]
+    names = []
+    for name in shipped_models(folder):
+        if name in ZOO:
+            streams = ZOO[name].streams
+        else:
+            try:
+                streams = ZOO[read_weights(folder / f"{name}.safetensors")[0].architecture].streams
+            except WeightsError:
+                continue   # a broken variant is not offered; loading it by name says why
+        if streams:
+            names.append(name)
+    return names
 
 
 def tensor_shapes(architecture: str, config: dict, bands: int) -> dict[str, tuple[int, ...]] | None:

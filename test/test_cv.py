@@ -144,6 +144,17 @@ def test_cv_command_end_to_end_on_small_data(tmp_path, capsys):
     held = summary["models"]["baseline1d"]["all_held_out"]
     assert f"| baseline1d | {100 * held['pooled_iou']:.1f} |" in card and "threshold (reference)" in card
     assert "cut 0.30" in card and "Decision cut:" in card
+    # a named variant of an architecture (what scannernet_swir is): listed, runnable, never another's name
+    assert main(["ship", str(tmp_path / "run" / "best.safetensors"), "--cv", str(out / "cv.json"),
+                 "--models-dir", str(models), "--name", "baseline1d_wide"]) == 0
+    from scannernet_ros.weights import shipped_models
+    from scannernet_ros.zoo import runnable_per_line
+    assert shipped_models(models) == ["baseline1d", "baseline1d_wide"]
+    assert runnable_per_line(models) == ["baseline1d", "baseline1d_wide"]
+    assert (models / "baseline1d_wide.md").read_text().startswith("# baseline1d_wide")
+    assert main(["ship", str(tmp_path / "run" / "best.safetensors"), "--cv", str(out / "cv.json"),
+                 "--models-dir", str(models), "--name", "cfcn"]) == 2
+    assert "another architecture" in capsys.readouterr().err
     assert main(["cv", "--data", "synthetic:3:40", "--folds", "9", "--grouping", "scene",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--folds" in capsys.readouterr().err

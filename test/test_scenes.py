@@ -4,7 +4,7 @@ import pytest
 from conftest import BIOME, CLOUD38, needs_biome, needs_cloud38
 from scannernet_ros.camera import encode_rows, scan
 from scannernet_ros.codec import ENCODINGS, INPUT_ENCODINGS
-from scannernet_ros.scenes import open_scene
+from scannernet_ros.scenes import ArrayScene, open_scene
 from scannernet_ros.scenes.cloud38 import DatasetError, find_split, parse_patch_name, read_patch, rebuild_scene
 from scannernet_ros.scenes.synthetic import SyntheticScene
 
@@ -31,9 +31,13 @@ def test_synthetic_any_width_and_length():
 
 @pytest.mark.parametrize("encoding", INPUT_ENCODINGS)
 def test_camera_lines_in_every_encoding(encoding):
-    lines = list(scan(SyntheticScene(20, 70), encoding))
-    assert len(lines) == 70 and [line.index for line in lines] == list(range(70))
     dtype, bands = ENCODINGS[encoding]
+    scene = SyntheticScene(20, 70)
+    if "swir1" in bands:   # the synthetic scenes have R, G, B, NIR; a SWIR1 row is added for these
+        rho, mask = scene.rows(0, 70)
+        scene = ArrayScene("five bands", np.concatenate([rho, 0.3 * rho[:1]]), mask)
+    lines = list(scan(scene, encoding))
+    assert len(lines) == 70 and [line.index for line in lines] == list(range(70))
     assert lines[0].samples.shape == (len(bands), 20) and lines[0].samples.dtype == dtype
 
 
@@ -105,7 +109,7 @@ def test_real_biome_patches():
     samples = load_samples(str(BIOME))
     assert len(samples) == 31
     for s in samples:
-        assert s.reflectance.shape == (4, 256, 256)
+        assert s.reflectance.shape == (5, 256, 256)   # R, G, B, NIR, SWIR1
         assert set(np.unique(s.mask)) <= {0, 1, 255}
     scene = open_scene(str(BIOME / "train" / "Images" / "Barren_00_0214.tif"))
     assert scene.width == 256 and scene.has_truth

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scenes import ArrayScene, DatasetError
+from ..scenes import BANDS, ArrayScene, DatasetError
 from ..scenes.biome import biome_patches, read_biome
 from ..scenes.cloud38 import find_split, is_cloud38, parse_patch_name, read_patch
 from ..scenes.synthetic import SyntheticScene
@@ -27,7 +27,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 class Sample:
     name: str
     scene: str                 # patches of one scene share it: the unit of the validation split
-    reflectance: np.ndarray    # (4, H, W) float32, R, G, B, NIR
+    reflectance: np.ndarray    # (4 or 5, H, W) float32: R, G, B, NIR and, where the source has it, SWIR1
     mask: np.ndarray           # (H, W) uint8: 0, 1, 255 no data
     thin: np.ndarray | None = None  # (H, W) bool thin cloud, where the truth tells thin from thick
 
@@ -102,6 +102,17 @@ def load_all(sources: list[str], nonempty_only: bool = False) -> list[Sample]:
     for source in sources:
         samples += load_samples(source, nonempty_only)
     return samples
+
+
+def band_index(samples: list[Sample], bands: tuple[str, ...]) -> list[int]:
+    """Rows of every sample's reflectance that hold ``bands``; a sample without one of them (SWIR1
+    from 38-Cloud or the synthetic scenes) is an error that names it, never a filled-in band."""
+    index = [BANDS.index(b) for b in bands]
+    lacking = [s.name for s in samples if s.reflectance.shape[0] <= max(index)]
+    if lacking:
+        raise DatasetError(f"{len(lacking)} sample(s) have no {BANDS[max(index)]} band, which --bands "
+                           f"{','.join(bands)} needs (first: {', '.join(lacking[:3])}); only L8 Biome patches carry SWIR1")
+    return index
 
 
 def fingerprint(samples: list[Sample]) -> str:

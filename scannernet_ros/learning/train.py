@@ -28,13 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .composite import cloud_bank, composite
-from .datasets import Sample, fingerprint, load_all, split_by_scene
+from .datasets import Sample, band_index, fingerprint, load_all, split_by_scene
 from ..metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
-from ..normalise import BAND_NAMES, InputSpec
+from ..normalise import InputSpec
 from ..weights import ModelInfo, atomic_write, load_model, resolve_model_path, save_model
 
-BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir")}
+BAND_SETS = {"rgb": ("red", "green", "blue"), "rgbn": ("red", "green", "blue", "nir"),
+             "rgbns": ("red", "green", "blue", "nir", "swir1")}
 
 
 @dataclass
@@ -82,7 +83,7 @@ class StripModel(nn.Module):
 
 def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
     """Per-band mean and std of the training reflectance, over valid pixels."""
-    index = [BAND_NAMES.index(b) for b in bands]
+    index = band_index(samples, bands)
     values = np.concatenate([s.reflectance[index][:, s.mask != NO_DATA] for s in samples], axis=1)
     return InputSpec(bands=bands, mean=tuple(float(m) for m in values.mean(1)),
                      std=tuple(float(max(s, 1e-3)) for s in values.std(1)))
@@ -90,7 +91,7 @@ def input_spec(samples: list[Sample], bands: tuple[str, ...]) -> InputSpec:
 
 def prepare(samples: list[Sample], bands: tuple[str, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Reflectance and target (-1 where no data) per sample, as tensors, once."""
-    index = [BAND_NAMES.index(b) for b in bands]
+    index = band_index(samples, bands)
     out = []
     for s in samples:
         y = np.where(s.mask == NO_DATA, -1.0, s.mask).astype(np.float32)
@@ -198,7 +199,7 @@ def fit_threshold(samples: list[Sample], bands: tuple[str, ...]) -> tuple[float,
         raise ValueError(f"the threshold model needs red, green and blue; bands are {bands}")
     edges = np.arange(0.0, 2.0 + 1e-9, 0.005)
     cloud, clear = np.zeros(len(edges) + 1), np.zeros(len(edges) + 1)
-    rgb = [BAND_NAMES.index(b) for b in ("red", "green", "blue")]
+    rgb = band_index(samples, ("red", "green", "blue"))
     for s in samples:
         valid = s.mask != NO_DATA
         bins = np.searchsorted(edges, s.reflectance[rgb].mean(0)[valid], side="left")
@@ -500,7 +501,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="registry name")
     p.add_argument("--data", nargs="+", default=d.data, help="sources: synthetic:N[:SIZE], 38-Cloud split, bags, L8 Biome folder")
     p.add_argument("--val", nargs="*", default=d.val, help="explicit validation sources (else a split of --data)")
-    p.add_argument("--bands", choices=BAND_SETS, default=d.bands, help="input bands: rgb (the paper) or rgbn")
+    p.add_argument("--bands", choices=BAND_SETS, default=d.bands,
+                   help="input bands: rgb (the paper), rgbn (+ NIR) or rgbns (+ NIR and SWIR1: L8 Biome data only)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="share of the data held out for validation, whole scenes at a time (0 = fixed budget, no validation)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per step")

@@ -1,7 +1,7 @@
 """Scene sources: where the push-broom camera, the converter and the trainer get their images.
 
-A scene is read in blocks of rows as top-of-atmosphere reflectance ``(4, rows, width)`` in the
-band order R, G, B, NIR, with a cloud mask ``(rows, width)`` (1 cloud, 0 clear, 255 no data)
+A scene is read in blocks of rows as top-of-atmosphere reflectance ``(bands, rows, width)``: the
+first 4 or 5 of :data:`BANDS` (R, G, B, NIR, and SWIR1 where the source has it), with a cloud mask ``(rows, width)`` (1 cloud, 0 clear, 255 no data)
 when ground truth exists.  Reading in blocks keeps memory flat for arbitrarily long scenes.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-BANDS = ("red", "green", "blue", "nir")
+# Every source has the first four; L8 Biome patches also SWIR1 (1.6 um), which tells snow, ice and
+# bright soil (dark there) from cloud (bright).  Indices into a scene's reflectance are these.
+BANDS = ("red", "green", "blue", "nir", "swir1")
 NO_DATA = 255
 
 
@@ -56,7 +58,7 @@ class ArrayScene:
     """A scene already in memory (a patch, a rebuilt 38-Cloud scene, an image file)."""
 
     name: str
-    reflectance: np.ndarray          # (4, rows, width) float32
+    reflectance: np.ndarray          # (4 or 5, rows, width) float32: the first of BANDS
     mask: np.ndarray | None = None   # (rows, width) uint8: 0, 1 or NO_DATA
     thin: np.ndarray | None = None   # (rows, width) bool: cloud the truth calls thin, where it says so
 
@@ -67,6 +69,10 @@ class ArrayScene:
     @property
     def length(self) -> int:
         return self.reflectance.shape[1]
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return BANDS[:self.reflectance.shape[0]]
 
     @property
     def has_truth(self) -> bool:

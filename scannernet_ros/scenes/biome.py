@@ -11,7 +11,7 @@ import numpy as np
 
 from . import NO_DATA, ArrayScene, DatasetError, read_tiff
 
-RGBN_INDEX = [2, 1, 0, 3]
+BAND_INDEX = [2, 1, 0, 3, 4]   # R, G, B, NIR, SWIR1 (scenes.BANDS) in the image's band order
 
 
 def is_biome_image(path: Path) -> bool:
@@ -29,11 +29,11 @@ def read_biome(path: Path) -> ArrayScene:
     path = Path(path)
     mask_path = path.parent.parent / "Masks" / path.name
     image, codes = read_tiff(path), read_tiff(mask_path)
-    if image.ndim != 3 or image.shape[2] < 4:
+    if image.ndim != 3 or image.shape[2] < 5:
         raise DatasetError(f"{path}: expected (H, W, 8) reflectance, got {image.shape}")
     if codes.shape != image.shape[:2]:
         raise DatasetError(f"{mask_path}: shape {codes.shape} differs from the image's {image.shape[:2]}")
-    rho = np.ascontiguousarray(image[..., RGBN_INDEX].transpose(2, 0, 1), np.float32)
+    rho = np.ascontiguousarray(image[..., BAND_INDEX].transpose(2, 0, 1), np.float32)
     return ArrayScene(path.stem, rho, biome_mask(codes), thin=codes == 192)
 
 

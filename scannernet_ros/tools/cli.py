@@ -12,7 +12,7 @@ from .tables import markdown_table
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..learning.models import REGISTRY, build_model, count_parameters, state_bytes_per_pixel
-    from ..weights import WeightsError, models_dir, read_weights
+    from ..weights import WeightsError, models_dir, read_weights, shipped_models
 
     rows = [("model", "parameters", "state B/px", "runs", "shipped weights (bands)",
              "cross-validated IoU pooled / per scene, x100", "threshold's, same folds", "description")]
@@ -30,8 +30,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                 ours, reference = _cv_headline(info.metrics.get("cv", {}))
         rows.append((name, f"{count_parameters(model):,}", str(state_bytes_per_pixel(model)),
                      "per line" if model.streams else "whole image", shipped, ours, reference, spec.summary))
+    for name in shipped_models():   # named variants: an architecture of the zoo trained on other bands
+        if name in REGISTRY:
+            continue
+        try:
+            info, _ = read_weights(models_dir() / f"{name}.safetensors")
+        except WeightsError as exc:
+            rows.append((name, "", "", "", f"unreadable ({exc})", "", "", ""))
+            continue
+        model = build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
+        ours, reference = _cv_headline(info.metrics.get("cv", {}))
+        rows.append((name, f"{count_parameters(model):,}", str(state_bytes_per_pixel(model)),
+                     "per line" if model.streams else "whole image", f"yes ({', '.join(info.input.bands)})", ours,
+                     reference, f"{REGISTRY[info.architecture].summary}, on {len(info.input.bands)} bands"))
     print(markdown_table(rows))
-    print("\nParameters and state are for the --bands given; the shipped figures come from each card's "
+    print("\nParameters and state are for the --bands given (a named variant: for its own bands); the shipped "
+          "figures come from each card's "
           "cross-validation (models/<name>.md), with the brightness threshold's on the same folds beside them.")
     return 0
 
@@ -78,7 +92,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from ..tools.cv import ship
     from ..weights import models_dir
-    target = ship(args.weights, args.cv, args.models_dir or models_dir(), args.cv_command)
+    target = ship(args.weights, args.cv, args.models_dir or models_dir(), args.cv_command, args.name)
     print(f"wrote {target} and its model card {target.with_suffix('.md')}")
     return 0
 
@@ -110,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "given, whether each model runs per line, which have shipped weights and how "
                                    "well those did in cross-validation beside the brightness threshold.",
                        formatter_class=formatter)
-    p.add_argument("--bands", type=int, default=3, choices=(3, 4), help="input bands (RGB or RGB+NIR)")
+    p.add_argument("--bands", type=int, default=3, choices=(3, 4, 5),
+                   help="input bands for the parameter and state counts (RGB, + NIR, + NIR and SWIR1)")
     p.set_defaults(func=cmd_models)
 
     for name, help_, description, arguments, func in (
@@ -149,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", required=True, help="the cv.json of `scannernet cv` that scored this recipe")
     p.add_argument("--cv-command", default="scannernet cv", help="the cv command line, quoted in the card")
     p.add_argument("--models-dir", default="", help="where shipped weights live (default: the package's models/)")
+    p.add_argument("--name", default="", help="ship as this name, a variant of the architecture (scannernet_swir: "
+                                              "ScannerNet on R, G, B, NIR, SWIR1); default: the architecture's name")
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("convert", help="dataset -> rosbag2 bags, one per scene",
@@ -156,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "schedule), for replay_eval.launch.py.", formatter_class=formatter)
     p.add_argument("source", help="38-Cloud split folder, L8 Biome folder, image file or synthetic:N[:SIZE]")
     p.add_argument("out", help="folder that will hold one bag per scene (must not exist)")
-    p.add_argument("--encoding", default="16UC4", choices=("16UC4", "rgb16"), help="scanline encoding in the bags")
+    p.add_argument("--encoding", default="16UC4", choices=("16UC4", "16UC5", "rgb16"),
+                   help="scanline encoding in the bags (16UC5 adds SWIR1: L8 Biome sources only)")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="rosbag2 storage plugin")
     p.add_argument("--per-patch", action="store_true", help="38-Cloud: one bag per patch, not per rebuilt scene")
     p.add_argument("--clean-partial", action="store_true",

@@ -23,6 +23,7 @@ from ..learning.datasets import Sample, fingerprint, load_all
 from ..learning.train import TrainConfig, train
 from ..atomic import atomic_write
 from ..weights import read_weights
+from ..zoo import ZOO
 
 REPORTED = ("iou", "f1", "precision", "recall")
 
@@ -382,7 +383,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "metadata shows the same model, data and recipe")
     p.add_argument("--train-only", nargs="+", default=[], metavar="SOURCE",
                    help="sources added to every fold's training data and never scored (e.g. synthetic:32)")
-    p.add_argument("--bands", choices=("rgb", "rgbn"), default="rgb", help="input bands of every model")
+    p.add_argument("--bands", choices=("rgb", "rgbn", "rgbns"), default="rgb",
+                   help="input bands of every model (rgbns, with SWIR1: L8 Biome data only)")
     p.add_argument("--epochs", type=int, default=RECIPE.max_epochs, help="epochs per fold (fixed budget)")
     p.add_argument("--steps-per-epoch", type=int, default=RECIPE.steps_per_epoch, help="steps of 64 crops per epoch")
     p.add_argument("--seed", type=int, default=RECIPE.seed, help="seed of the weights and crops (and of the scene folds)")
@@ -494,20 +496,28 @@ def check_provenance(weights: Path, training: dict, summary: dict, cv_json: Path
                          "(their data fingerprints differ)")
 
 
-def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Path:
+def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str, name: str = "") -> Path:
     """Copy trained weights under ``models/`` with their cross-validated figures in the metadata,
     and write the model card beside them: what was run, on what, for how long, how it scored, and
-    at which cut (moved from 0.5 only where the move beat the spread over the folds)."""
+    at which cut (moved from 0.5 only where the move beat the spread over the folds).
+
+    ``name``: what the weights are shipped as, the architecture's own name unless given (a named
+    variant, such as ``scannernet_swir`` for ScannerNet on other bands)."""
     import torch
 
     from ..weights import load_model, save_model
     summary = load_cv(cv_json)
     net, info = load_model(weights)
-    name = info.architecture
-    if name not in summary["models"]:
-        raise ValueError(f"{cv_json} holds no cross-validation of {name!r} (it has {', '.join(summary['models'])})")
+    architecture = info.architecture
+    name = name or architecture
+    if name != architecture and (name in ZOO or not name.isidentifier()):
+        raise ValueError(f"cannot ship {architecture} weights as {name!r}: a variant's name is a plain identifier "
+                         "that is not another architecture's")
+    if architecture not in summary["models"]:
+        raise ValueError(f"{cv_json} holds no cross-validation of {architecture!r} "
+                         f"(it has {', '.join(summary['models'])})")
     check_provenance(weights, info.training, summary, cv_json)
-    m, reference = summary["models"][name], summary["models"]["threshold"]
+    m, reference = summary["models"][architecture], summary["models"]["threshold"]
     decision = m.get("decision_threshold", {}).get("chosen", 0.5)
     fold_decision_threshold(net, info, decision)
     info.metrics = {"cv": {"protocol": describe(summary), "folds": len(summary["folds"]),
@@ -525,7 +535,8 @@ def ship(weights: Path, cv_json: Path, models_dir: Path, cv_command: str) -> Pat
 
 def card(name: str, info, summary: dict, cv_command: str) -> str:
     """The model card: training, then the cross-validated figures with the threshold's beside them."""
-    m, reference = summary["models"][name], summary["models"]["threshold"]
+    architecture = info.architecture
+    m, reference = summary["models"][architecture], summary["models"]["threshold"]
     decision = m.get("decision_threshold", {}).get("chosen", 0.5)
     training = info.training
     cfg = training.get("config", {})
@@ -533,16 +544,17 @@ def card(name: str, info, summary: dict, cv_command: str) -> str:
              "output (the segmenter's default `threshold` of 0.5 applies it)" if decision != 0.5 else
              "0.5: no other cut beat it on the folds by more than their spread, so the output is left as trained")
     lines = [f"# {name}", "",
-             f"Shipped weights `models/{name}.safetensors`: {training.get('parameters', 0):,} parameters, "
-             f"input bands {', '.join(info.input.bands)}.", "",
+             f"Shipped weights `models/{name}.safetensors`: {architecture}, {training.get('parameters', 0):,} "
+             f"parameters, input bands {', '.join(info.input.bands)}.", "",
              "## Training", "",
              f"Data: {', '.join(cfg.get('data', []))} ({training.get('train_samples', '?')} patches, all of them: "
              "the figures below are cross-validated, not measured on these weights).",
              f"Time: {training.get('seconds', 0):.0f} s on one CPU thread.",
              f"Decision cut: {moved}.", "",
              "Command:", "",
-             "```bash", train_command(name, summary["recipe"], cfg.get("data", []), f"runs/{name}"),
-             f"scannernet ship runs/{name}/best.safetensors --cv out/cv/cv.json", "```", "",
+             "```bash", train_command(architecture, summary["recipe"], cfg.get("data", []), f"runs/{name}"),
+             f"scannernet ship runs/{name}/best.safetensors --cv out/cv/cv.json"
+             + (f" --name {name}" if name != architecture else ""), "```", "",
              "## Cross-validated figures", "",
              f"From `{cv_command}`: {describe(summary)}. The model is trained on the other folds with the same "
              "recipe and run line by line as the segmenter runs it; each fold is scored at the cut the other "

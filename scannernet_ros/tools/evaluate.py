@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..learning.datasets import Sample, load_all
+from ..learning.datasets import Sample, band_index, load_all
 from ..metrics import Breakdown, Calibration, Evaluation, FrameCover
 from ..learning.models import count_parameters, resolve_device, state_bytes_per_pixel
 from ..normalise import Normaliser
@@ -87,6 +87,8 @@ def evaluate(models: list[str], data: list[str], out: Path, threshold: float = 0
     samples = load_all(data, nonempty_only)
     models = list(dict.fromkeys(["threshold", *models]))  # every table carries the reference
     predictors = [Predictor(m, resolve_device(device)) for m in models]
+    for p in predictors:   # a model's bands must be in every sample before anything is scored
+        band_index(samples, p.info.input.bands)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, shown = {}, {}
