@@ -44,10 +44,22 @@
 
 #if defined(__AVX512F__)
 #define VL 16
+#define ISA "AVX-512"
+#elif defined(__AVX2__)
+#define VL 8
+#define ISA "AVX2"
 #elif defined(__AVX__)
 #define VL 8
+#define ISA "AVX"
+#elif defined(__aarch64__)
+#define VL 4
+#define ISA "NEON"
+#elif defined(__SSE__)
+#define VL 4
+#define ISA "SSE"
 #else
 #define VL 4
+#define ISA "generic vectors"
 #endif
 /* Register blocking of the gate sums (gate_sums): RP gate rows x JP Winograd terms x NB vectors of
  * pixels per pass, RP x JP x NB accumulators.  Each multiply-add needs one weight in every lane and
@@ -672,7 +684,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_linestep"
 PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && (PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
+    if (m && (PyModule_AddStringConstant(m, "ISA", ISA) < 0 || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
               || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
               || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);

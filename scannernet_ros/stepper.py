@@ -292,8 +292,8 @@ class ThresholdStepper(_Stateless):
 def describe(stepper) -> str:
     """The stepper a line runs on, and why when it is not the compiled kernel: what the segmenter's
     start-up log, its diagnostics and the demo print."""
-    if isinstance(stepper, KernelStepper):
-        return "kernel (compiled ScannerNet step)"
+    if isinstance(stepper, KernelStepper):   # the instruction set: what a board's build should show
+        return f"kernel (compiled ScannerNet step, {_linestep.ISA})"
     if isinstance(stepper, CpuStepper):
         why = KERNEL_MISSING or "the layer sizes exceed the kernel's tile, or stepper 'numpy' was asked for"
         return f"numpy ({why})"

@@ -1,7 +1,9 @@
 """`make demo` runs `scannernet demo`: the whole pipeline over real rclpy, a summary and a PNG."""
+import platform
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 
@@ -37,3 +39,17 @@ def test_a_run_without_the_compiled_kernel_says_it_fell_back_to_numpy():
             "print(LineSegmenter.from_file('scannernet').step_in_use())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.startswith("numpy (compiled kernel not built"), out
+
+
+def test_the_compiled_step_names_the_instruction_set_it_was_built_for():
+    """What a team checks on a board: the diagnostics' stepper value says NEON there, AVX2 or
+    AVX-512 on x86 (a generic build would run, slower, and say so)."""
+    from scannernet_ros import stepper
+    if stepper._linestep is None:
+        pytest.skip(f"the compiled kernel is not built here: {stepper.KERNEL_MISSING}")
+    from scannernet_ros.streaming import LineSegmenter
+    machine = platform.machine()
+    expected = {"aarch64": {"NEON"}, "x86_64": {"AVX-512", "AVX2", "AVX", "SSE"}}.get(machine)
+    used = LineSegmenter.from_file("scannernet").step_in_use()
+    assert used == f"kernel (compiled ScannerNet step, {stepper._linestep.ISA})"
+    assert expected is None or stepper._linestep.ISA in expected
