@@ -6,6 +6,8 @@ import sys
 import pytest
 from PIL import Image
 
+from conftest import BIOME, needs_biome
+
 
 def _demo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scannernet_ros.tools.cli", "demo", *args],
@@ -53,3 +55,14 @@ def test_the_compiled_step_names_the_instruction_set_it_was_built_for():
     used = LineSegmenter.from_file("scannernet").step_in_use()
     assert used == f"kernel (compiled ScannerNet step, {stepper._linestep.ISA})"
     assert expected is None or stepper._linestep.ISA in expected
+
+
+@needs_biome
+def test_the_swir_variant_runs_the_pipeline_on_five_band_lines(tmp_path):
+    """The shipped SWIR variant through camera -> segmenter -> waterfall over rclpy on 16UC5 lines of
+    an L8 Biome patch (the only source with SWIR1)."""
+    result = _demo("--source", str(BIOME / "val" / "Images" / "Water_11_0728.tif"), "--model", "scannernet_swir",
+                   "--encoding", "16UC5", "--line-rate", "0", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "through scannernet_swir" in result.stdout
+    assert "lines in 256, out 256, received downstream 256, rejected 0" in result.stdout
