@@ -65,9 +65,11 @@
  * pixels per pass, RP x JP x NB accumulators.  Each multiply-add needs one weight in every lane and
  * one vector of inputs; the blocking sets how many multiply-adds share each: with 32 vector
  * registers (AVX-512, NEON) 4 x 4 x 1, a weight per multiply-add that AVX-512 broadcasts inside
- * it; with 16 (AVX2) 4 x 1 x 2, each broadcast serving two multiply-adds, which is 1.2x faster
- * there than 2 x 4 x 1 (on Zen 2, broadcasts take the pipes the multiply-adds need).  Any
- * blocking gives the same sums in the same order. */
+ * it; with 16 (AVX2) 4 x 1 x 3, each broadcast serving three multiply-adds (12 accumulators, 3
+ * inputs, 1 weight): llvm-mca puts it at 2 multiply-adds per cycle on Zen 2/3, Haswell and
+ * Skylake, where 2 x 4 x 1 gave 1.3 to 1.5 (broadcasts take the pipes the multiply-adds need on
+ * Zen 2).  Any blocking gives the same sums in the same order; -DRP=.. -DJP=.. -DNB=.. (all three)
+ * overrides it for experiments. */
 #ifndef RP
 #if defined(__AVX512F__) || defined(__aarch64__)
 #define RP 4
