@@ -686,7 +686,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_linestep"
 PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && (PyModule_AddStringConstant(m, "ISA", ISA) < 0 || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
+    if (m && (PyModule_AddStringConstant(m, "ISA", ISA) < 0 || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0
+              || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
               || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
               || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);

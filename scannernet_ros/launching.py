@@ -13,8 +13,8 @@ from launch.events import Shutdown
 from launch.launch_context import LaunchContext
 from launch.substitutions import LaunchConfiguration
 
-NOT_GIVEN = ""
-SIGNAL_GRACE_S = 0.5   # how long a clean exit waits before it is taken for the end of the node's job   # the default of every overriding launch argument: the params file decides
+NOT_GIVEN = ""          # the default of every overriding launch argument: the params file decides
+SIGNAL_GRACE_S = 0.5   # how long a clean exit waits before it is taken for the end of the node's job
 
 
 def override(name: str, what: str) -> DeclareLaunchArgument:

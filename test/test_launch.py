@@ -45,7 +45,6 @@ def ros2_launch(launch_file: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=terminal_signals)
 
 
-
 def finish(proc: subprocess.Popen, timeout: float = 60.0) -> str:
     try:
         return proc.communicate(timeout=timeout)[0]

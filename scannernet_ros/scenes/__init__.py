@@ -1,8 +1,9 @@
 """Scene sources: where the push-broom camera, the converter and the trainer get their images.
 
 A scene is read in blocks of rows as top-of-atmosphere reflectance ``(bands, rows, width)``: the
-first 4 or 5 of :data:`BANDS` (R, G, B, NIR, and SWIR1 where the source has it), with a cloud mask ``(rows, width)`` (1 cloud, 0 clear, 255 no data)
-when ground truth exists.  Reading in blocks keeps memory flat for arbitrarily long scenes.
+first 4 or 5 of :data:`BANDS` (R, G, B, NIR, and SWIR1 where the source has it), with a cloud mask
+``(rows, width)`` (1 cloud, 0 clear, 255 no data) when ground truth exists.  Reading in blocks
+keeps memory flat for arbitrarily long scenes.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
+from ..normalise import BAND_NAMES
+
 # Every source has the first four; L8 Biome patches also SWIR1 (1.6 um), which tells snow, ice and
 # bright soil (dark there) from cloud (bright).  Indices into a scene's reflectance are these.
-BANDS = ("red", "green", "blue", "nir", "swir1")
+BANDS = BAND_NAMES
 NO_DATA = 255
 
 

@@ -11,7 +11,7 @@ from .tables import markdown_table
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..learning.models import REGISTRY, build_model, count_parameters, state_bytes_per_pixel
+    from ..learning.models import REGISTRY, build_model
     from ..weights import WeightsError, models_dir, read_weights, shipped_models
 
     rows = [("model", "parameters", "state B/px", "runs", "shipped weights (bands)",
@@ -28,8 +28,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             else:
                 shipped = f"yes ({', '.join(info.input.bands)})"
                 ours, reference = _cv_headline(info.metrics.get("cv", {}))
-        rows.append((name, f"{count_parameters(model):,}", str(state_bytes_per_pixel(model)),
-                     "per line" if model.streams else "whole image", shipped, ours, reference, spec.summary))
+        rows.append(_model_row(name, model, shipped, ours, reference, spec.summary))
     for name in shipped_models():   # named variants: an architecture of the zoo trained on other bands
         if name in REGISTRY:
             continue
@@ -39,15 +38,21 @@ def cmd_models(args: argparse.Namespace) -> int:
             rows.append((name, "", "", "", f"unreadable ({exc})", "", "", ""))
             continue
         model = build_model(info.architecture, in_channels=len(info.input.bands), **info.config)
-        ours, reference = _cv_headline(info.metrics.get("cv", {}))
-        rows.append((name, f"{count_parameters(model):,}", str(state_bytes_per_pixel(model)),
-                     "per line" if model.streams else "whole image", f"yes ({', '.join(info.input.bands)})", ours,
-                     reference, f"{REGISTRY[info.architecture].summary}, on {len(info.input.bands)} bands"))
+        rows.append(_model_row(name, model, f"yes ({', '.join(info.input.bands)})",
+                               *_cv_headline(info.metrics.get("cv", {})),
+                               f"{REGISTRY[info.architecture].summary}, on {len(info.input.bands)} bands"))
     print(markdown_table(rows))
     print("\nParameters and state are for the --bands given (a named variant: for its own bands); the shipped "
           "figures come from each card's "
           "cross-validation (models/<name>.md), with the brightness threshold's on the same folds beside them.")
     return 0
+
+
+def _model_row(name: str, model, shipped: str, ours: str, reference: str, summary: str) -> tuple[str, ...]:
+    """One row of ``scannernet models``."""
+    from ..learning.models import count_parameters, state_bytes_per_pixel
+    return (name, f"{count_parameters(model):,}", str(state_bytes_per_pixel(model)),
+            "per line" if model.streams else "whole image", shipped, ours, reference, summary)
 
 
 def _cv_headline(cv: dict) -> tuple[str, str]:

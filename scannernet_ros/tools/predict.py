@@ -46,25 +46,30 @@ class Target:
     board: str
 
 
+# RP, JP, NB of _linestep.c: AVX-512 and NEON (32 vector registers), and AVX2 (16)
+WIDE_BLOCKING, AVX2_BLOCKING = (4, 4, 1), (4, 1, 3)
+
 ARM = (
     Target("cortex-a57", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a57",), ("-mtriple=aarch64", "-mcpu=cortex-a57"),
-           4, (4, 4, 1), 1.43, "Jetson Nano (4x Cortex-A57 at 1.43 GHz)"),
+           4, WIDE_BLOCKING, 1.43, "Jetson Nano (4x Cortex-A57 at 1.43 GHz)"),
     Target("cortex-a72", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a72",), ("-mtriple=aarch64", "-mcpu=cortex-a72"),
-           4, (4, 4, 1), 1.5, "Raspberry Pi 4 class (Cortex-A72 at 1.5 GHz)"),
+           4, WIDE_BLOCKING, 1.5, "Raspberry Pi 4 class (Cortex-A72 at 1.5 GHz)"),
     Target("cortex-a78", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=cortex-a78"),
-           4, (4, 4, 1), 2.2, "Jetson Orin class (Cortex-A78AE at 2.2 GHz)"),
+           4, WIDE_BLOCKING, 2.2, "Jetson Orin class (Cortex-A78AE at 2.2 GHz)"),
     Target("neoverse-n1", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a78",), ("-mtriple=aarch64", "-mcpu=neoverse-n1"),
-           4, (4, 4, 1), 2.2, "Orin class again, scheduled with LLVM's Neoverse-N1 model (an A76-derived core)"),
+           4, WIDE_BLOCKING, 2.2, "Orin class again, scheduled with LLVM's Neoverse-N1 model (an A76-derived core)"),
 )
 
 # The AVX2 build (what -march=native gives on a CPU without AVX-512) on cores that have no more:
 # the owner's kind of machine and many users'.  Clocks are typical all-core figures.
 AVX2_FLAGS = ("-march=x86-64-v3", "-mno-avx512f")
 X86_AVX2 = (
-    Target("znver2", "gcc", AVX2_FLAGS, ("-mcpu=znver2",), 8, (4, 1, 3), 3.0, "AMD EPYC Rome class (Zen 2), AVX2 build"),
-    Target("znver3", "gcc", AVX2_FLAGS, ("-mcpu=znver3",), 8, (4, 1, 3), 3.0, "AMD EPYC Milan class (Zen 3), AVX2 build"),
-    Target("haswell", "gcc", AVX2_FLAGS, ("-mcpu=haswell",), 8, (4, 1, 3), 2.5, "Intel Haswell, AVX2 build"),
-    Target("skylake", "gcc", AVX2_FLAGS, ("-mcpu=skylake",), 8, (4, 1, 3), 3.0, "Intel Skylake client, AVX2 build"),
+    Target("znver2", "gcc", AVX2_FLAGS, ("-mcpu=znver2",), 8, AVX2_BLOCKING, 3.0,
+           "AMD EPYC Rome class (Zen 2), AVX2 build"),
+    Target("znver3", "gcc", AVX2_FLAGS, ("-mcpu=znver3",), 8, AVX2_BLOCKING, 3.0,
+           "AMD EPYC Milan class (Zen 3), AVX2 build"),
+    Target("haswell", "gcc", AVX2_FLAGS, ("-mcpu=haswell",), 8, AVX2_BLOCKING, 2.5, "Intel Haswell, AVX2 build"),
+    Target("skylake", "gcc", AVX2_FLAGS, ("-mcpu=skylake",), 8, AVX2_BLOCKING, 3.0, "Intel Skylake client, AVX2 build"),
 )
 
 REGION = re.compile(r"\[\d+\] Code Region - (\w+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)", re.S)
@@ -109,7 +114,7 @@ def host_target() -> Target:
     mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", info)
     avx512 = " avx512f" in info
     return Target("this x86 CPU", "gcc", ("-march=native",), ("-mcpu=" + ("znver4" if avx512 else "znver3"),),
-                  16 if avx512 else 8, (4, 4, 1) if avx512 else (4, 1, 3), float(mhz[1]) / 1e3 if mhz else 2.5,
+                  16 if avx512 else 8, WIDE_BLOCKING if avx512 else AVX2_BLOCKING, float(mhz[1]) / 1e3 if mhz else 2.5,
                   "this machine, " + ("AVX-512" if avx512 else "AVX2"))
 
 
