@@ -175,3 +175,36 @@ def test_a_kill_after_the_last_epochs_state_still_ends_with_that_epochs_weights(
     b, info_b = load_model(tmp_path / "b" / "run" / "best.safetensors")
     assert info_b.training["epochs"] == 3
     assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_painted_snow_is_bright_in_the_visible_dark_at_swir1_and_stays_clear():
+    import numpy as np
+    import torch
+
+    from scannernet_ros.learning.snow import paint_snow
+    bands = ("red", "green", "blue", "nir", "swir1")
+    x = torch.full((5, 32, 32), 0.08)
+    y = torch.zeros(32, 32)
+    y[:, :8] = 1.0          # cloud on the left
+    y[0] = -1.0             # a no-data row
+    x[:, :, :8] = 0.6
+    painted = 0
+    for seed in range(20):
+        out_x, out_y = paint_snow(x, y, bands, np.random.default_rng(seed))
+        assert torch.equal(out_y, y)                                   # snow is clear ground
+        assert torch.equal(out_x[:, y != 0], x[:, y != 0])             # cloud and no data untouched
+        snow = (out_x[0] - x[0]).abs() > 0.05                          # where visible changed
+        painted += int(snow.sum())
+        if snow.any():
+            assert (out_x[0][snow] > out_x[4][snow]).all()             # brighter in red than at 1.6 um
+            assert out_x[4][snow].max() < 0.25
+    assert painted > 20 * 24 * 31 * 0.2                                # covers 20 % or more on average
+
+
+def test_snow_without_swir1_is_one_clear_error(tmp_path):
+    import pytest
+
+    from scannernet_ros.learning.train import TrainConfig, train
+    with pytest.raises(ValueError, match="SWIR1"):
+        train(TrainConfig(data=["synthetic:2:32"], snow=0.5, val_fraction=0, max_epochs=1, steps_per_epoch=1,
+                          out=str(tmp_path / "run")), log=lambda *_: None)

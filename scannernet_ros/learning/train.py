@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .composite import cloud_bank, composite
+from .snow import check_bands as check_snow_bands, paint_snow
 from .datasets import Sample, band_index, fingerprint, load_all, split_by_scene
 from ..metrics import NO_DATA, Evaluation
 from .models import ScannerNet, build_model, count_parameters, resolve_device, widen
@@ -52,6 +53,7 @@ class TrainConfig:
     schedule: str = "constant"   # or "cosine": the learning rate decays to 0 over max_epochs
     gain: float = 0.2            # scene brightness jitter of the augmentation: x (1 +- gain)
     composite: float = 0.0       # share of crops under a satellite-cloud-generator cloud (0 = none)
+    snow: float = 0.0            # share of crops with snow painted on clear ground (needs SWIR1; 0 = none)
     clear_weight: float = 1.0    # loss weight of clear pixels against cloud's 1: >1 buys precision on bright ground
     weight_decay: float = 0.0    # >0: AdamW with this decoupled weight decay
     ema: float = 0.0             # >0: validate and save an exponential moving average of the weights
@@ -130,10 +132,11 @@ def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator,
 
 
 def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
-                 gain: float = 0.2, bank: torch.Tensor | None = None,
-                 share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 gain: float = 0.2, bank: torch.Tensor | None = None, share: float = 0.0,
+                 snow: float = 0.0, bands: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` random crops of reflectance and targets; small images are padded as no data.
-    With a cloud ``bank``, a ``share`` of the crops get one of its clouds composited over them."""
+    With a cloud ``bank``, a ``share`` of the crops get one of its clouds composited over them;
+    a ``snow`` share get snow painted on their clear ground (``bands`` names the crops' bands)."""
     xs, ys = [], []
     for i in rng.integers(0, len(data), batch):
         x, y = data[i]
@@ -146,6 +149,8 @@ def random_batch(data, batch: int, crop: int, rng: np.random.Generator,
             y = nn.functional.pad(y, (0, crop - cw, 0, crop - ch), value=-1.0)
         if bank is not None and rng.random() < share:
             x, y = composite(x, y, bank, rng)
+        if snow > 0 and rng.random() < snow:
+            x, y = paint_snow(x, y, bands, rng)
         x, y = augment(x, y, rng, gain)
         xs.append(x)
         ys.append(y)
@@ -350,6 +355,8 @@ def _train(cfg: TrainConfig, log, data, device: torch.device, distributed: bool)
     if not val_samples and cfg.val_fraction > 0 and data is None:
         raise ValueError("no validation samples: give --val, or --val-fraction 0 for a fixed budget")
     bands = BAND_SETS[cfg.bands]
+    if cfg.snow > 0:
+        check_snow_bands(bands)
     spec = input_spec(train_samples, bands)
     train_data, val_data = prepare(train_samples, bands), prepare(val_samples, bands)
     pixels = sum(y.numel() for _, y in train_data)
@@ -410,7 +417,8 @@ def _train(cfg: TrainConfig, log, data, device: torch.device, distributed: bool)
                 done = progress["step"] / max(1, cfg.max_epochs * steps_per_epoch)
                 for group in optimiser.param_groups:
                     group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
-            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng, cfg.gain, bank, cfg.composite)
+            x, y = random_batch(train_data, cfg.batch_size, cfg.crop, rng, cfg.gain, bank, cfg.composite,
+                                cfg.snow, bands)
             x, y = normalise(x, spec).to(device), y.to(device)
             state, strip = (), cfg.strip if getattr(net, "streams", False) else x.shape[2]
             for r in range(0, x.shape[2], strip):
@@ -515,6 +523,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=d.gain, help="scene brightness jitter of the augmentation (x 1 +- gain)")
     p.add_argument("--composite", type=float, default=d.composite,
                    help="share of crops under a satellite-cloud-generator cloud, composited over real ground (0 = none)")
+    p.add_argument("--snow", type=float, default=d.snow,
+                   help="share of crops with snow and ice painted on clear ground, labelled clear "
+                        "(needs SWIR1, --bands rgbns; 0 = none)")
     p.add_argument("--clear-weight", type=float, default=d.clear_weight,
                    help="loss weight of clear pixels (cloud weighs 1); above 1 trades recall for precision")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (0 = Adam)")

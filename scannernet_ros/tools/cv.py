@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..learning.datasets import Sample, fingerprint, load_all
-from ..learning.train import TrainConfig, train
+from ..learning.snow import check_bands as check_snow_bands
+from ..learning.train import BAND_SETS, TrainConfig, train
 from ..atomic import atomic_write
 from ..weights import read_weights
 from ..zoo import ZOO
@@ -320,6 +321,7 @@ def describe(summary: dict) -> str:
             f"{r['steps_per_epoch']} steps per fold, {r['schedule']} learning rate from {r['lr']:g}, brightness "
             f"jitter {r['gain']:g}, clear-pixel loss weight {r.get('clear_weight', 1.0):g}"
             + (f", {r['composite']:g} of the crops under satellite-cloud-generator clouds" if r.get("composite") else "")
+            + (f", {r['snow']:g} of the crops with snow painted on clear ground" if r.get("snow") else "")
             + (f"; every fold also trains on {', '.join(summary['train_only'])} (never scored)"
                if summary.get("train_only") else ""))
 
@@ -394,6 +396,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="loss weight of clear pixels against cloud's 1")
     p.add_argument("--composite", type=float, default=RECIPE.composite,
                    help="share of training crops under a satellite-cloud-generator cloud (0 = none)")
+    p.add_argument("--snow", type=float, default=RECIPE.snow,
+                   help="share of training crops with snow painted on clear ground (needs --bands rgbns; 0 = none)")
     p.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes, one thread each")
     p.add_argument("--out", default="out/cv", help="folder for the fold weights, cv.json and cv.md")
 
@@ -408,9 +412,11 @@ def run(args: argparse.Namespace) -> int:
     models = list(dict.fromkeys(["threshold", *args.models]))
     recipe = replace(RECIPE, bands=args.bands, max_epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                      seed=args.seed, schedule=args.schedule, gain=args.gain, composite=args.composite,
-                     clear_weight=args.clear_weight)
+                     snow=args.snow, clear_weight=args.clear_weight)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.snow > 0:
+        check_snow_bands(BAND_SETS[args.bands])
     if args.epochs < 1 or args.steps_per_epoch < 1:
         raise ValueError(f"--epochs and --steps-per-epoch must be at least 1, got {args.epochs} and {args.steps_per_epoch}")
     summary = cross_validate(args.data, models, args.folds, recipe, Path(args.out), workers=args.jobs,
@@ -427,6 +433,7 @@ def train_command(model: str, recipe: dict, data: list[str], out: str) -> str:
             f"--lr {recipe['lr']:g} --schedule {recipe.get('schedule', 'constant')} --gain {recipe.get('gain', 0.2):g} "
             f"--ema {recipe['ema']:g} --clip {recipe['clip']:g} --seed {recipe['seed']} --device cpu --out {out}"
             + (f" --composite {recipe['composite']:g}" if recipe.get("composite") else "")
+            + (f" --snow {recipe['snow']:g}" if recipe.get("snow") else "")
             + (f" --clear-weight {recipe['clear_weight']:g}" if recipe.get("clear_weight", 1.0) != 1.0 else ""))
 
 
@@ -452,7 +459,7 @@ def fold_decision_threshold(net, info, t: float) -> None:
 
 
 MODEL_KEYS = ("pooled", "per_scene", "per_fold", "decision_threshold")
-RECIPE_KEYS = ("bands", "batch_size", "crop", "strip", "lr", "schedule", "gain", "composite", "clear_weight",
+RECIPE_KEYS = ("bands", "batch_size", "crop", "strip", "lr", "schedule", "gain", "composite", "snow", "clear_weight",
                "weight_decay", "ema", "clip", "max_epochs", "steps_per_epoch", "seed")
 
 
