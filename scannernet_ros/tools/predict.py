@@ -84,8 +84,12 @@ def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
         asm = Path(tmp) / f"{target.name}.s"
         subprocess.run([target.compiler, "-O3", *target.cflags, "-DLINESTEP_CORE_ONLY", "-DLINESTEP_MCA", "-S",
                         "-o", str(asm), str(SOURCE)], check=True, capture_output=True, text=True)
-        report = subprocess.run([mca, *target.mca, f"-iterations={iterations}", str(asm)], check=True,
-                                capture_output=True, text=True).stdout
+        run = subprocess.run([mca, *target.mca, f"-iterations={iterations}", str(asm)],
+                             capture_output=True, text=True)
+        if run.returncode != 0:   # an older LLVM may lack or crash on a core's model (LLVM 14 on cortex-a78)
+            why = (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[0][:160]
+            raise RuntimeError(f"{mca_version()} failed on {' '.join(target.mca)}: {why}")
+        report = run.stdout
     cycles = {name: int(total) / int(its) for name, its, total in REGION.findall(report)}
     missing = {"tile", "terms", "lstm"} - set(cycles)
     if missing:
@@ -108,14 +112,25 @@ def cycles_per_line(cycles: dict[str, float], target: Target, width: int,
 
 
 def host_target() -> Target:
-    """This machine's CPU, for setting the model beside a measurement: znver4 where AVX-512 is
-    present, znver3 otherwise (the clock is /proc/cpuinfo's)."""
+    """This machine's CPU, for setting the model beside a measurement: LLVM's model of the core it
+    detects (``-mcpu=native``), the build ``-march=native`` gives, the clock /proc/cpuinfo gives."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", info)
+    model = re.search(r"model name\s*:\s*(.+)", info)
     avx512 = " avx512f" in info
-    return Target("this x86 CPU", "gcc", ("-march=native",), ("-mcpu=" + ("znver4" if avx512 else "znver3"),),
+    return Target("this x86 CPU", "gcc", ("-march=native",), ("-mcpu=native",),
                   16 if avx512 else 8, WIDE_BLOCKING if avx512 else AVX2_BLOCKING, float(mhz[1]) / 1e3 if mhz else 2.5,
-                  "this machine, " + ("AVX-512" if avx512 else "AVX2"))
+                  f"this machine, {model[1].strip() if model else 'x86'}, " + ("AVX-512" if avx512 else "AVX2"))
+
+
+def mca_version() -> str:
+    """The llvm-mca that region_cycles runs, as its --version names it."""
+    mca = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
+    if mca is None:
+        return "no llvm-mca"
+    out = subprocess.run([mca, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"LLVM version ([\d.]+)", out)
+    return f"llvm-mca {found[1] if found else '(unknown version)'}"
 
 
 def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float:
@@ -140,19 +155,24 @@ def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float
 
 
 def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
-    rows = []
+    rows, failed = [], []
     for target in (*ARM, *X86_AVX2, host_target()):
-        cycles = region_cycles(target)
+        try:
+            cycles = region_cycles(target)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            failed.append(f"{target.name}: {exc}")
+            continue
         for width in widths:
             per_line = cycles_per_line(cycles, target, width)
             rate = target.ghz * 1e9 / per_line
             rows.append({"target": target.name, "board": target.board, "ghz": target.ghz, "width": width,
                          "cycles_per_pixel": per_line / width, "ms_per_line": 1e3 / rate, "lines_per_s": rate,
                          "real_time_factor": rate / LINE_RATE_HZ, "regions": cycles})
-    host = rows[-1]
-    measured = measured_lines_per_s(FULL_SWATH)
-    borrowed = sorted({r["target"] for r in rows if r["target"] != "cortex-a57" and r["regions"] == rows[0]["regions"]})
-    lines = ["Predicted by llvm-mca (static model, one core; predicted, not measured on the board), ScannerNet:", "",
+    if not rows:
+        raise RuntimeError("llvm-mca modelled no target: " + "; ".join(failed))
+    a57 = next((r["regions"] for r in rows if r["target"] == "cortex-a57"), None)
+    borrowed = sorted({r["target"] for r in rows if r["target"] != "cortex-a57" and r["regions"] == a57})
+    lines = [f"Predicted by {mca_version()} (static model, one core; predicted, not measured on the board), ScannerNet:", "",
              "| target | clock GHz | width px | cycles / px | ms / line | lines / s | x real time (225 lines/s) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -161,6 +181,12 @@ def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
     if borrowed:
         lines += ["", f"llvm-mca gives {', '.join(borrowed)} the same cycles as cortex-a57: LLVM has no scheduling model "
                   "of its own for them and uses the A57's, so only their clocks differ here."]
+    if failed:
+        lines += ["", "Not modelled (use LLVM 19: apt-get install llvm-19): " + "; ".join(failed) + "."]
+    host = rows[-1] if rows[-1]["target"] == "this x86 CPU" else None
+    if host is None:
+        return rows, "\n".join(lines + ["", "No measured / predicted ratio: this machine's core was not modelled."])
+    measured = measured_lines_per_s(FULL_SWATH)
     lines += ["", f"The same method on this machine's CPU predicts {host['lines_per_s']:,.0f} lines/s at "
               f"{FULL_SWATH:,} px ({host['ghz']:.2f} GHz from /proc/cpuinfo); the kernel measured here does "
               f"{measured:,.0f} lines/s: measured / predicted = {measured / host['lines_per_s']:.2f}."]
