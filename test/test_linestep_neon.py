@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from linestep_harness_io import CASES, HARNESS, check_build, gain_offset, random_samples, random_tensors, run_harness
+from scannernet_ros.tools.predict import mca_path
 
 CC, QEMU = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
 MISSING = None if CC and QEMU else "needs gcc-aarch64-linux-gnu and qemu-user (apt-get install qemu-user gcc-aarch64-linux-gnu)"
@@ -60,8 +61,7 @@ def test_predicted_cycles_follow_the_kernels_loop_counts():
     assert cycles_per_line({"tile": 0.0, "terms": 0.0, "lstm": 1.0}, a57, 6916) == 865 * (4 + 8)
 
 
-@pytest.mark.skipif(shutil.which("llvm-mca-19") is None and shutil.which("llvm-mca") is None,
-                    reason="needs llvm-mca (apt-get install llvm-19)")
+@pytest.mark.skipif(mca_path() is None, reason="needs llvm-mca (apt-get install llvm-19)")
 def test_llvm_mca_finds_the_three_hot_regions_in_the_aarch64_build():
     from scannernet_ros.tools.predict import ARM, region_cycles
     cycles = region_cycles(ARM[0], iterations=20)

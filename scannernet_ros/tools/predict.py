@@ -75,9 +75,14 @@ X86_AVX2 = (
 REGION = re.compile(r"\[\d+\] Code Region - (\w+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)", re.S)
 
 
+def mca_path() -> str | None:
+    """The llvm-mca to run: LLVM 19's where it is installed beside an older default."""
+    return shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
+
+
 def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
     """Cycles per iteration of each marked region, from llvm-mca's model of ``target``."""
-    mca = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
+    mca = mca_path()
     if shutil.which(target.compiler) is None or mca is None:
         raise FileNotFoundError(f"needs {target.compiler} and llvm-mca (apt-get install gcc-aarch64-linux-gnu llvm-19)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +130,7 @@ def host_target() -> Target:
 
 def mca_version() -> str:
     """The llvm-mca that region_cycles runs, as its --version names it."""
-    mca = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
+    mca = mca_path()
     if mca is None:
         return "no llvm-mca"
     out = subprocess.run([mca, "--version"], capture_output=True, text=True).stdout
