@@ -2,8 +2,8 @@
  *
  * Why it exists: in numpy a line costs an im2col copy, two BLAS products and about twenty small
  * ufunc calls, each reading and writing whole gate arrays.  Here each layer's convolution runs
- * block by block (BLOCK pixels) in Winograd's F(2, 3) form (see layer_run), a third fewer
- * multiply-adds than the direct sum; the gate sums of one hidden channel stay in vector
+ * block by block (BLOCK pixels) in Winograd's F(4, 3) form (see layer_run), half the
+ * multiply-adds of the direct sum; the gate sums of one hidden channel stay in vector
  * registers while the LSTM gate math uses them.  No im2col, no gate arrays, one call per line.
  * A line of THREAD_MIN_WIDTH pixels or more runs without the GIL and may be split into pixel
  * ranges over threads; a narrower one keeps the GIL, since giving it up and taking it back costs
@@ -21,8 +21,8 @@
  *            to BLOCK; row column p + w holds pixel w (p = k / 2); everything else stays zero.
  *   c1, c2   (F, width) cell states.
  *   scratch  (max(F1, F2) + 1, Wp): new h rows before they replace the old ones, then the logits.
- *   w1, w2   transformed gate weights (F, channels, taps / 3, 4, 4): per hidden channel, input
- *            channel and group of three taps (zeros past k), the Winograd terms u0..u3 of its gate
+ *   w1, w2   transformed gate weights (F, channels, taps / 3, TERMS, 4): per hidden channel, input
+ *            channel and group of three taps (zeros past k), the Winograd terms u0..u5 of its gate
  *            rows i, f, o, g; the i, f, o rows pre-halved so that sigmoid(z) = (1 + tanh(z')) / 2.
  *   b1, b2   biases (F, 4), halved likewise.
  *   head     F2 weights then the bias.
@@ -62,10 +62,10 @@
 #define ISA "generic vectors"
 #endif
 /* Register blocking of the gate sums (gate_sums): RP gate rows x JP Winograd terms x NB vectors of
- * pixels per pass, RP x JP x NB accumulators.  Each multiply-add needs one weight in every lane and
- * one vector of inputs; the blocking sets how many multiply-adds share each: with 32 vector
- * registers (AVX-512, NEON) 4 x 4 x 1, a weight per multiply-add that AVX-512 broadcasts inside
- * it; with 16 (AVX2) 4 x 1 x 3, each broadcast serving three multiply-adds (12 accumulators, 3
+ * pixels per pass, RP x JP x NB accumulators (JP divides TERMS).  Each multiply-add needs one weight
+ * in every lane and one vector of inputs; the blocking sets how many multiply-adds share each: with
+ * 32 vector registers (AVX-512, NEON) 4 x 3 x 1, a weight per multiply-add that AVX-512 broadcasts
+ * inside it; with 16 (AVX2) 4 x 1 x 3, each broadcast serving three multiply-adds (12 accumulators, 3
  * inputs, 1 weight): llvm-mca puts it at 2 multiply-adds per cycle on Zen 2/3, Haswell and
  * Skylake, where 2 x 4 x 1 gave 1.3 to 1.5 (broadcasts take the pipes the multiply-adds need on
  * Zen 2).  Any blocking gives the same sums in the same order; -DRP=.. -DJP=.. -DNB=.. (all three)
@@ -73,7 +73,7 @@
 #ifndef RP
 #if defined(__AVX512F__) || defined(__aarch64__)
 #define RP 4
-#define JP 4
+#define JP 3
 #define NB 1
 #elif defined(__AVX__)
 #define RP 4
@@ -81,7 +81,7 @@
 #define NB 3
 #else
 #define RP 2
-#define JP 4
+#define JP 3
 #define NB 1
 #endif
 #endif
@@ -100,7 +100,8 @@
 #else
 #define UNROLL
 #endif
-#define BLOCK (2 * VL * NB)     /* pixels per block: NB vectors of VL output pairs (even pixels in one, odd in another) */
+#define TERMS 6            /* Winograd F(4, 3): six terms per group of three taps and four output pixels */
+#define BLOCK (4 * VL * NB)     /* pixels per block: NB vectors of VL output quads (pixels 4l + e in vector e) */
 #define TILE_MAX 512       /* input channels x tap groups a layer may have (the block's tile is on the stack) */
 #define MAX_THREADS 64
 #define THREAD_MIN_WIDTH 2048   /* narrower lines stay on one thread: starting one costs more */
@@ -121,16 +122,19 @@ static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 #define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #define LOW_PAIRS 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
 #define HIGH_PAIRS 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define SHIFT_LANES 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 #elif VL == 8
 #define EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
 #define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
 #define LOW_PAIRS 0, 8, 1, 9, 2, 10, 3, 11
 #define HIGH_PAIRS 4, 12, 5, 13, 6, 14, 7, 15
+#define SHIFT_LANES 1, 2, 3, 4, 5, 6, 7, 8
 #elif VL == 4
 #define EVEN_LANES 0, 2, 4, 6
 #define ODD_LANES 1, 3, 5, 7
 #define LOW_PAIRS 0, 4, 1, 5
 #define HIGH_PAIRS 2, 6, 3, 7
+#define SHIFT_LANES 1, 2, 3, 4
 #endif
 
 /* Lanes of the concatenation [a, b]: Clang's and GCC 12's builtin, or older GCC's (the same code). */
@@ -155,6 +159,28 @@ static inline void store_merged(float *p, vf even, vf odd)
     storeu(p, SHUFFLE(even, odd, LOW_PAIRS));
     storeu(p + VL, SHUFFLE(even, odd, HIGH_PAIRS));
 }
+
+/* Pixels 4l + e of the 4 VL floats at p as four vectors q[e] (an even-odd split of each half, then
+ * of the evens and of the odds), and back: the layout of an F(4, 3) block's output quads. */
+static inline void load_split4(const float *p, vf q[4])
+{
+    vf e0, o0, e1, o1;
+    load_split(p, &e0, &o0);
+    load_split(p + 2 * VL, &e1, &o1);
+    q[0] = SHUFFLE(e0, e1, EVEN_LANES);
+    q[2] = SHUFFLE(e0, e1, ODD_LANES);
+    q[1] = SHUFFLE(o0, o1, EVEN_LANES);
+    q[3] = SHUFFLE(o0, o1, ODD_LANES);
+}
+
+static inline void store_merged4(float *p, const vf q[4])
+{
+    store_merged(p, SHUFFLE(q[0], q[2], LOW_PAIRS), SHUFFLE(q[1], q[3], LOW_PAIRS));
+    store_merged(p + 2 * VL, SHUFFLE(q[0], q[2], HIGH_PAIRS), SHUFFLE(q[1], q[3], HIGH_PAIRS));
+}
+
+/* v's lanes moved down by one and x into the last: from the pixels 4l + e of a split, 4l + 4 + e. */
+static inline vf shift_in(vf v, float x) { return SHUFFLE(v, splat(x), SHIFT_LANES); }
 
 /* a where mask, else b (mask lanes are all ones or all zeros) */
 static inline vf select_(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
@@ -213,26 +239,26 @@ static inline vf v_tanh(vf x)
 
 static inline vf v_sigmoid_halved(vf z) { return splat(0.5f) + splat(0.5f) * v_tanh(z); }
 
-/* The first m of the block's pixels at p, split as load_split does (the others read as 0). */
-static inline void load_split_part(const float *p, int m, vf *even, vf *odd)
+/* The first m (0 to 4 VL) of a vector's pixels at p, split as load_split4 does (the others read as 0). */
+static inline void load_split4_part(const float *p, int m, vf q[4])
 {
-    if (m == BLOCK) {
-        load_split(p, even, odd);
+    if (m == 4 * VL) {
+        load_split4(p, q);
         return;
     }
-    float tmp[BLOCK] = {0};
+    float tmp[4 * VL] = {0};
     memcpy(tmp, p, (size_t)m * sizeof(float));
-    load_split(tmp, even, odd);
+    load_split4(tmp, q);
 }
 
-static inline void store_merged_part(float *p, int m, vf even, vf odd)
+static inline void store_merged4_part(float *p, int m, const vf q[4])
 {
-    if (m == BLOCK) {
-        store_merged(p, even, odd);
+    if (m == 4 * VL) {
+        store_merged4(p, q);
         return;
     }
-    float tmp[BLOCK];
-    store_merged(tmp, even, odd);
+    float tmp[4 * VL];
+    store_merged4(tmp, q);
     memcpy(p, tmp, (size_t)m * sizeof(float));
 }
 
@@ -266,14 +292,20 @@ static inline int none_set(vi bad)
  * second pass over the state.  Pixel ranges share nothing but their inputs: threads may take
  * one each.
  *
- * The convolution is Winograd's F(2, 3), nested over groups of three taps: for a pair of output
- * pixels and three taps g0..g2 over the inputs d0..d3,
- *     m0 = (d0 - d2) g0,  m1 = (d1 + d2) (g0 + g1 + g2) / 2,  m2 = (d2 - d1) (g0 - g1 + g2) / 2,  m3 = (d1 - d3) g2,
- *     y(even) = m0 + m1 + m2,  y(odd) = m1 - m2 - m3,
- * four multiply-adds where the direct sum takes six.  The sums m are linear, so each is summed
- * over every input channel and tap group first and transformed to the pixel pair once.  The
- * transformed inputs of a block (its tile, 4 vectors per channel and tap group) are made once and
- * serve every hidden channel; the transformed weights come packed from stepper.py. */
+ * The convolution is Winograd's F(4, 3), nested over groups of three taps: for four output pixels
+ * y0..y3 and three taps g over the inputs d0..d5, six terms m = (G g) * (B d) (G in stepper.py),
+ *     B d = (0.5 (d0 + d4) - d2 + 0.75 (d3 - d1),  5 d2 - 2 (d1 + d4) - d3,  d2 + 5 d3 - 2 (d1 - d4),
+ *            d1 - d3 + 0.5 (d2 - d4),  d4 - d2 + 0.5 (d1 - d3),  0.5 (d1 + d5) - d3 + 0.75 (d4 - d2)),
+ *     y0 = m0 + m1 + m2 + m3 + m4,       y1 = m2 - m1 + m3 / 2 - 2 m4,
+ *     y2 = m2 + m1 + m3 / 4 + 4 m4,      y3 = m2 - m1 + m3 / 8 - 8 m4 + m5:
+ * six multiply-adds where the direct sum takes twelve (F(2, 3) takes eight).  The interpolation
+ * points are 0, -1, 1, 1/2, -2 and infinity, and B's rows are scaled to be exact in binary: in
+ * float32 this order of points rounds about a third less than the usual 0, 1, -1, 2, -2 (a
+ * simulated 36-term gate sum: 5e-6 against 7e-6 at the 99.9th percentile, twice F(2, 3)'s).  The
+ * sums m are linear, so each is summed over every input channel and tap group first and
+ * transformed to the four pixels once.  The transformed inputs of a block (its tile, TERMS
+ * vectors per channel and tap group) are made once and serve every hidden channel; the
+ * transformed weights come packed from stepper.py. */
 typedef struct {
     const float *src, *w, *b, *head;
     float *c, *hout, *logits;
@@ -287,8 +319,8 @@ static inline int tap_groups(int k) { return (k - 1) / 3 + 1; }
 
 static inline int pad_columns(int k) { return 3 * tap_groups(k) - 1; }
 
-/* The block's tile: the Winograd-transformed inputs of its NB vectors of pixel pairs, for each input
- * row and tap group (even pixel w0 + 2l reads row columns w0 + 2l + 3s .. + 3), laid out in the
+/* The block's tile: the Winograd-transformed inputs of its NB vectors of pixel quads, for each input
+ * row and tap group (the quad at w0 + 4l reads row columns w0 + 4l + 3s .. + 5), laid out in the
  * order gate_sums reads them: [term / JP][row x group][term % JP][vector]. */
 static inline ptrdiff_t tile_index(int j, int t, int v, int terms)
 {
@@ -304,13 +336,18 @@ static void make_tile(const Layer *L, int w0, vf *tile)
             const int t = ch * groups + s;
             MCA("BEGIN tile");
             for (int v = 0; v < NB; v++) {
-                vf d0, d1, d2, d3;
-                load_split(row + 3 * s + 2 * VL * v, &d0, &d1);
-                load_split(row + 3 * s + 2 * VL * v + 2, &d2, &d3);
-                tile[tile_index(0, t, v, terms)] = d0 - d2;
-                tile[tile_index(1, t, v, terms)] = d1 + d2;
-                tile[tile_index(2, t, v, terms)] = d2 - d1;
-                tile[tile_index(3, t, v, terms)] = d1 - d3;
+                const float *q = row + 3 * s + 4 * VL * v;
+                vf d[4];
+                load_split4(q, d);
+                const vf d4 = shift_in(d[0], q[4 * VL]), d5 = shift_in(d[1], q[4 * VL + 1]);
+                const vf half = splat(0.5f), three_quarters = splat(0.75f), two = splat(2.0f), five = splat(5.0f);
+                const vf d13 = d[1] - d[3], d42 = d4 - d[2];
+                tile[tile_index(0, t, v, terms)] = half * (d[0] + d4) - d[2] - three_quarters * d13;
+                tile[tile_index(1, t, v, terms)] = five * d[2] - two * (d[1] + d4) - d[3];
+                tile[tile_index(2, t, v, terms)] = d[2] + five * d[3] - two * (d[1] - d4);
+                tile[tile_index(3, t, v, terms)] = d13 - half * d42;
+                tile[tile_index(4, t, v, terms)] = d42 + half * d13;
+                tile[tile_index(5, t, v, terms)] = half * (d[1] + d5) - d[3] + three_quarters * d42;
             }
             MCA("END tile");
         }
@@ -331,16 +368,18 @@ static inline void in_register(vf *v)
 #endif
 }
 
-/* Gate sums (i, f, o, g; even and odd pixels of each vector) of hidden channel n over the block's
- * tile.  Each pass sums RP gate rows x JP Winograd terms x NB pixel vectors over every input row
- * and tap group, in registers. */
-static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2][NB])
+/* Gate sums (i, f, o, g; pixels 4l + e of each vector) of hidden channel n over the block's tile.
+ * Each pass sums RP gate rows x JP Winograd terms x NB pixel vectors over every input row and tap
+ * group, in registers.  Never inlined: inside layer_run the compiler keeps the shuffles' lane
+ * indices in a register across the passes, and with 16 registers (AVX2) an accumulator then lives
+ * on the stack (a store and a load per multiply-add chain: 1.1x slower there). */
+static __attribute__((noinline)) void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][4][NB])
 {
     const int terms = L->channels * tap_groups(L->k);
-    vf m[4][4][NB];   /* [term][gate row][vector] */
+    vf m[TERMS][4][NB];   /* [term][gate row][vector] */
     for (int r0 = 0; r0 < 4; r0 += RP)
-        for (int j0 = 0; j0 < 4; j0 += JP) {
-            const float *w = L->w + (ptrdiff_t)n * terms * 16 + 4 * j0 + r0;
+        for (int j0 = 0; j0 < TERMS; j0 += JP) {
+            const float *w = L->w + (ptrdiff_t)n * terms * 4 * TERMS + 4 * j0 + r0;
             const vf *in = tile + tile_index(j0, 0, 0, terms);
             vf acc[RP][JP][NB];
             UNROLL
@@ -348,9 +387,9 @@ static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2][NB])
                 UNROLL
                 for (int j = 0; j < JP; j++)
                     UNROLL
-                    for (int v = 0; v < NB; v++)   /* m1 reaches both pixels with sign + */
-                        acc[r][j][v] = splat(j0 + j == 1 ? L->b[n * 4 + r0 + r] : 0.0f);
-            for (int t = 0; t < terms; t++, w += 16, in += JP * NB) {
+                    for (int v = 0; v < NB; v++)   /* m2 reaches all four pixels with sign + */
+                        acc[r][j][v] = splat(j0 + j == 2 ? L->b[n * 4 + r0 + r] : 0.0f);
+            for (int t = 0; t < terms; t++, w += 4 * TERMS, in += JP * NB) {
                 MCA("BEGIN terms");
                 vf x[JP][NB];
                 UNROLL
@@ -383,8 +422,12 @@ static void gate_sums(const Layer *L, const vf *tile, int n, vf z[4][2][NB])
     for (int r = 0; r < 4; r++)
         UNROLL
         for (int v = 0; v < NB; v++) {
-            z[r][0][v] = m[0][r][v] + m[1][r][v] + m[2][r][v];
-            z[r][1][v] = m[1][r][v] - m[2][r][v] - m[3][r][v];
+            const vf sum = m[2][r][v] + m[1][r][v], difference = m[2][r][v] - m[1][r][v];
+            const vf m3 = m[3][r][v], m4 = m[4][r][v];
+            z[r][0][v] = m[0][r][v] + sum + m3 + m4;
+            z[r][1][v] = difference + splat(0.5f) * m3 - splat(2.0f) * m4;
+            z[r][2][v] = sum + splat(0.25f) * m3 + splat(4.0f) * m4;
+            z[r][3][v] = difference + splat(0.125f) * m3 - splat(8.0f) * m4 + m[5][r][v];
         }
 }
 
@@ -422,35 +465,36 @@ static inline vf hidden_output(vf zo, vf c)
     return divide((o.d + o.n) * t.n, splat(2.0f) * o.d * t.d);
 }
 
-/* Valid pixels of vector v of a block that holds m (0 to 2 VL). */
+/* Valid pixels of vector v of a block that holds m (0 to 4 VL). */
 static inline int vector_pixels(int m, int v)
 {
-    const int left = m - 2 * VL * v;
-    return left < 0 ? 0 : left < 2 * VL ? left : 2 * VL;
+    const int left = m - 4 * VL * v;
+    return left < 0 ? 0 : left < 4 * VL ? left : 4 * VL;
 }
 
 static void layer_run(Layer *L)
 {
     const int width = L->width, end = L->end < width ? L->end : width;
-    vf tile[TILE_MAX * 4 * NB];
+    vf tile[TILE_MAX * TERMS * NB];
     vi bad = {0};
     for (int w0 = L->begin; w0 < end; w0 += BLOCK) {
         const int m = width - w0 < BLOCK ? width - w0 : BLOCK;
         make_tile(L, w0, tile);
-        vf out[NB][2];
+        vf out[NB][4];
         for (int v = 0; v < NB; v++)
-            out[v][0] = out[v][1] = splat(0.0f);
+            for (int e = 0; e < 4; e++)
+                out[v][e] = splat(0.0f);
         for (int n = 0; n < L->hidden; n++) {
-            vf z[4][2][NB];
+            vf z[4][4][NB];
             gate_sums(L, tile, n, z);
             float *cp = L->c + (ptrdiff_t)n * width + w0;
             float *hp = L->hout + (ptrdiff_t)n * L->wp + w0;
             for (int v = 0; v < NB; v++) {
                 const int mv = vector_pixels(m, v);
-                vf c[2], h[2];
-                load_split_part(cp + 2 * VL * v, mv, &c[0], &c[1]);
+                vf c[4], h[4];
+                load_split4_part(cp + 4 * VL * v, mv, c);
                 MCA("BEGIN lstm");
-                for (int e = 0; e < 2; e++) {
+                for (int e = 0; e < 4; e++) {
                     c[e] = cell_update(z[0][e][v], z[1][e][v], z[3][e][v], c[e]);
                     bad |= nonfinite(c[e]);
                     h[e] = hidden_output(z[2][e][v], c[e]);
@@ -458,14 +502,17 @@ static void layer_run(Layer *L)
                         out[v][e] += splat(L->head[n]) * h[e];
                 }
                 MCA("END lstm");
-                store_merged_part(cp + 2 * VL * v, mv, c[0], c[1]);
-                store_merged(hp + 2 * VL * v, h[0], h[1]);
+                store_merged4_part(cp + 4 * VL * v, mv, c);
+                store_merged4(hp + 4 * VL * v, h);
             }
         }
         if (L->head) {
             const vf bias = splat(L->head[L->hidden]);
-            for (int v = 0; v < NB; v++)
-                store_merged(L->logits + w0 + 2 * VL * v, out[v][0] + bias, out[v][1] + bias);
+            for (int v = 0; v < NB; v++) {
+                for (int e = 0; e < 4; e++)
+                    out[v][e] += bias;
+                store_merged4(L->logits + w0 + 4 * VL * v, out[v]);
+            }
         }
     }
     L->finite = none_set(bad);
@@ -643,8 +690,8 @@ static PyObject *step(PyObject *self, PyObject *args)
     }
     if (!(expect(&buf, (bands + f1 + f2) * stride, "buf") && expect(&c1, (Py_ssize_t)f1 * width, "c1")
           && expect(&c2, (Py_ssize_t)f2 * width, "c2") && expect(&scratch, (fmax + 1) * wp, "scratch")
-          && expect(&w1, (Py_ssize_t)16 * f1 * (bands + f1) * groups, "w1") && expect(&b1, 4 * f1, "b1")
-          && expect(&w2, (Py_ssize_t)16 * f2 * (f1 + f2) * groups, "w2") && expect(&b2, 4 * f2, "b2")
+          && expect(&w1, (Py_ssize_t)4 * TERMS * f1 * (bands + f1) * groups, "w1") && expect(&b1, 4 * f1, "b1")
+          && expect(&w2, (Py_ssize_t)4 * TERMS * f2 * (f1 + f2) * groups, "w2") && expect(&b2, 4 * f2, "b2")
           && expect(&head, f2 + 1, "head") && expect(&out, width, "out") && expect(&gain, bands, "gain")
           && expect(&offset, bands, "offset")))
         goto done;
@@ -687,7 +734,7 @@ PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddStringConstant(m, "ISA", ISA) < 0 || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0
-              || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
+              || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0 || PyModule_AddIntConstant(m, "TERMS", TERMS) < 0
               || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
               || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);

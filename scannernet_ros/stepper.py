@@ -4,8 +4,8 @@ One stepper per streaming architecture, built from the weights file's tensors (n
 each equal to the torch model's ``step`` to 1e-6 (tested where torch is present):
 
 - :class:`KernelStepper` (ScannerNet, the default where the package's C extension ``_linestep`` was
-  built): the whole step in one compiled call, each convolution in Winograd's F(2, 3) form (a third
-  fewer multiply-adds) with the gate sums kept in vector registers until the LSTM update has used
+  built): the whole step in one compiled call, each convolution in Winograd's F(4, 3) form (half
+  the multiply-adds) with the gate sums kept in vector registers until the LSTM update has used
   them (no im2col copy, no gate arrays).
 - :class:`CpuStepper` (ScannerNet, numpy only: the fallback, and the reference the kernel is
   tested against): each gate convolution is one BLAS matrix product over an im2col view of a
@@ -161,24 +161,30 @@ def _tap_groups(k: int) -> int:
     return (k - 1) // 3 + 1
 
 
+# Winograd F(4, 3)'s weight transform (points 0, -1, 1, 1/2, -2 and infinity, rows scaled to match
+# the input transform in _linestep.c, which also holds the output transform): the six terms of
+# three taps g0, g1, g2 are WINOGRAD_G @ (g0, g1, g2).
+WINOGRAD_G = np.array([[2, 0, 0], [1 / 6, -1 / 6, 1 / 6], [1 / 6, 1 / 6, 1 / 6],
+                       [32 / 15, 16 / 15, 8 / 15], [1 / 15, -2 / 15, 4 / 15], [0, 0, 2]])
+
+
 def _pack_gates(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gate weights ``(4F, channels, k)`` as the kernel's Winograd F(2, 3) terms: per hidden channel,
-    input channel and group of three taps g0, g1, g2, the terms ``g0, (g0 + g1 + g2)/2,
-    (g0 - g1 + g2)/2, g2`` of its gate rows i, f, o, g (i, f, o halved); biases ``(F, 4)``."""
+    """Gate weights ``(4F, channels, k)`` as the kernel's Winograd F(4, 3) terms: per hidden channel,
+    input channel and group of three taps, the six terms ``WINOGRAD_G @ (g0, g1, g2)`` of its gate
+    rows i, f, o, g (i, f, o halved), computed in float64; biases ``(F, 4)``."""
     four_f, channels, k = weight.shape
     f, groups = four_f // 4, _tap_groups(k)
     weight, bias = _halved_gates(weight, bias)
     taps = np.zeros((4, f, channels, 3 * groups))
     taps[..., :k] = weight.reshape(4, f, channels, k)
-    g0, g1, g2 = np.moveaxis(taps.reshape(4, f, channels, groups, 3), -1, 0)
-    terms = np.stack((g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2), axis=-1)   # (4, F, ch, groups, 4)
+    terms = taps.reshape(4, f, channels, groups, 3) @ WINOGRAD_G.T                 # (4, F, ch, groups, 6)
     return (np.ascontiguousarray(terms.transpose(1, 2, 3, 4, 0), np.float32).reshape(-1),
             np.ascontiguousarray(bias.reshape(4, f).T).reshape(-1))
 
 
 class KernelStepper:
     """ScannerNet's step in the compiled kernel (``_linestep.step``): the same model as
-    :class:`CpuStepper` (its convolutions in Winograd's F(2, 3) form), one call per line.  The
+    :class:`CpuStepper` (its convolutions in Winograd's F(4, 3) form), one call per line.  The
     padded buffer is a whole number of the kernel's pixel blocks wide plus whole groups of three
     taps, so the last block reads zeros, never past the end."""
 

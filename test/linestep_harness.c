@@ -47,9 +47,9 @@ int main(int argc, char **argv)
         return 2;
     }
     float *gain = read_all(in, bands * sizeof(float)), *offset = read_all(in, bands * sizeof(float));
-    float *w1 = read_all(in, (size_t)16 * f1 * (bands + f1) * groups * sizeof(float));
+    float *w1 = read_all(in, (size_t)4 * TERMS * f1 * (bands + f1) * groups * sizeof(float));
     float *b1 = read_all(in, (size_t)4 * f1 * sizeof(float));
-    float *w2 = read_all(in, (size_t)16 * f2 * (f1 + f2) * groups * sizeof(float));
+    float *w2 = read_all(in, (size_t)4 * TERMS * f2 * (f1 + f2) * groups * sizeof(float));
     float *b2 = read_all(in, (size_t)4 * f2 * sizeof(float));
     float *head = read_all(in, (size_t)(f2 + 1) * sizeof(float));
     char *samples = read_all(in, (size_t)lines * bands * width * item);

@@ -54,11 +54,11 @@ def test_predicted_cycles_follow_the_kernels_loop_counts():
     """The arithmetic of the llvm-mca prediction on made-up region cycles (the tools are not needed)."""
     from scannernet_ros.tools.predict import ARM, cycles_per_line
     a57 = ARM[0]
-    one = cycles_per_line({"tile": 1.0, "terms": 0.0, "lstm": 0.0}, a57, 8)   # one block of 8 px
+    one = cycles_per_line({"tile": 1.0, "terms": 0.0, "lstm": 0.0}, a57, 16)  # one block of 16 px
     assert one == (3 + 4) * 3 + (4 + 8) * 3                               # channels x tap groups, both layers
-    terms = cycles_per_line({"tile": 0.0, "terms": 1.0, "lstm": 0.0}, a57, 8)
-    assert terms == 4 * (7 * 3) + 8 * (12 * 3)                           # hidden x terms (RP 4: one pass)
-    assert cycles_per_line({"tile": 0.0, "terms": 0.0, "lstm": 1.0}, a57, 6916) == 865 * (4 + 8)
+    terms = cycles_per_line({"tile": 0.0, "terms": 1.0, "lstm": 0.0}, a57, 16)
+    assert terms == 2 * (4 * (7 * 3) + 8 * (12 * 3))                     # hidden x terms, 6 / JP 3 = 2 passes
+    assert cycles_per_line({"tile": 0.0, "terms": 0.0, "lstm": 1.0}, a57, 6916) == 433 * (4 + 8)
 
 
 @pytest.mark.skipif(mca_path() is None, reason="needs llvm-mca (apt-get install llvm-19)")

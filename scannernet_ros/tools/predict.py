@@ -3,13 +3,14 @@
 The kernel is compiled to assembly for each target with markers around its three hot regions
 (``_linestep.c``: ``tile``, one channel and tap group of the Winograd input transform of a block;
 ``terms``, one input row and tap group of a gate-sum pass; ``lstm``, one hidden channel's LSTM
-update of one vector of pixel pairs).  llvm-mca's scheduling model of the core gives cycles per
+update of one vector of pixel quads).  llvm-mca's scheduling model of the core gives cycles per
 iteration of each region; the kernel's loop counts turn them into cycles per line:
 
     per block and layer:  tile x channels x groups
-                          + hidden x ((4 / RP) x (4 / JP) x channels x groups x terms + NB x lstm)
+                          + hidden x ((4 / RP) x (6 / JP) x channels x groups x terms + NB x lstm)
 
-with the register blocking RP x JP x NB and the block of 2 x lanes x NB pixels the build uses.
+with the register blocking RP x JP x NB and the block of 4 x lanes x NB pixels the build uses
+(Winograd F(4, 3): six terms per group of three taps and four pixels).
 
 and the core's clock into lines per second.  A static model: no cache misses, no branch
 mispredictions, no loop overhead outside the regions, one core.  The same method on this machine's
@@ -46,8 +47,10 @@ class Target:
     board: str
 
 
-# RP, JP, NB of _linestep.c: AVX-512 and NEON (32 vector registers), and AVX2 (16)
-WIDE_BLOCKING, AVX2_BLOCKING = (4, 4, 1), (4, 1, 3)
+# RP, JP, NB of _linestep.c: AVX-512 and NEON (32 vector registers), and AVX2 (16); TERMS and the
+# four pixels per vector lane are its Winograd F(4, 3)'s
+WIDE_BLOCKING, AVX2_BLOCKING = (4, 3, 1), (4, 1, 3)
+TERMS, PIXELS_PER_LANE = 6, 4
 
 ARM = (
     Target("cortex-a57", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a57",), ("-mtriple=aarch64", "-mcpu=cortex-a57"),
@@ -106,9 +109,9 @@ def cycles_per_line(cycles: dict[str, float], target: Target, width: int,
                     bands: int = 3, f1: int = 4, f2: int = 8, k: int = 9) -> float:
     """The kernel's loop counts times each region's cycles (ScannerNet's sizes by default)."""
     rows, terms_per_pass, vectors = target.blocking
-    passes = (4 // rows) * (4 // terms_per_pass)
+    passes = (4 // rows) * (TERMS // terms_per_pass)
     groups = (k - 1) // 3 + 1
-    blocks = math.ceil(width / (2 * target.lanes * vectors))
+    blocks = math.ceil(width / (PIXELS_PER_LANE * target.lanes * vectors))
     total = 0.0
     for channels, hidden in ((bands + f1, f1), (f1 + f2, f2)):
         terms = channels * groups
