@@ -116,24 +116,31 @@ static inline vf loadu(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 
 static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
-/* Pixels 2l and 2l + 1 of the 2 VL floats at p, as two vectors (an even-odd split), and back. */
+/* Lane lists for SHUFFLE.  A group is 4 lanes (128 bits); the block's pixels come in quads, one
+ * quad of 4 consecutive pixels per group of a loaded vector. */
 #if VL == 16
-#define EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#define LOW_PAIRS 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
-#define HIGH_PAIRS 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define UNPACK_LOW 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29
+#define UNPACK_HIGH 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31
+#define GROUP_LOW_HALVES 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define GROUP_HIGH_HALVES 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define GROUPS_LOW 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23
+#define GROUPS_HIGH 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31
+#define LOW_HALVES 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define HIGH_HALVES 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
 #define SHIFT_LANES 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 #elif VL == 8
-#define EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
-#define ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
-#define LOW_PAIRS 0, 8, 1, 9, 2, 10, 3, 11
-#define HIGH_PAIRS 4, 12, 5, 13, 6, 14, 7, 15
+#define UNPACK_LOW 0, 8, 1, 9, 4, 12, 5, 13
+#define UNPACK_HIGH 2, 10, 3, 11, 6, 14, 7, 15
+#define GROUP_LOW_HALVES 0, 1, 8, 9, 4, 5, 12, 13
+#define GROUP_HIGH_HALVES 2, 3, 10, 11, 6, 7, 14, 15
+#define LOW_HALVES 0, 1, 2, 3, 8, 9, 10, 11
+#define HIGH_HALVES 4, 5, 6, 7, 12, 13, 14, 15
 #define SHIFT_LANES 1, 2, 3, 4, 5, 6, 7, 8
 #elif VL == 4
-#define EVEN_LANES 0, 2, 4, 6
-#define ODD_LANES 1, 3, 5, 7
-#define LOW_PAIRS 0, 4, 1, 5
-#define HIGH_PAIRS 2, 6, 3, 7
+#define UNPACK_LOW 0, 4, 1, 5
+#define UNPACK_HIGH 2, 6, 3, 7
+#define GROUP_LOW_HALVES 0, 1, 4, 5
+#define GROUP_HIGH_HALVES 2, 3, 6, 7
 #define SHIFT_LANES 1, 2, 3, 4
 #endif
 
@@ -147,36 +154,88 @@ static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 #define SHUFFLE(a, b, lanes) __builtin_shuffle(a, b, (vi){lanes})
 #endif
 
-static inline void load_split(const float *p, vf *even, vf *odd)
+/* Keeps the compiler from merging the shuffles before and after it: merged, the two rounds of a
+ * quad split became 16 two-source permutes per vector on AVX2 (each a pair of lane-crossing
+ * permutes and a blend), which llvm-mca put at 10x the cycles of the split below on Zen 2. */
+static inline void opaque(vf *v)
 {
-    vf a = loadu(p), b = loadu(p + VL);
-    *even = SHUFFLE(a, b, EVEN_LANES);
-    *odd = SHUFFLE(a, b, ODD_LANES);
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+v"(*v));
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(*v));
+#else
+    (void)v;
+#endif
 }
 
-static inline void store_merged(float *p, vf even, vf odd)
+/* Each group of the four vectors x transposed as a 4 x 4 matrix (row r = x[r]): unpacks inside
+ * groups, no lane crossing.  Its own inverse. */
+static inline void transpose_groups(vf x[4])
 {
-    storeu(p, SHUFFLE(even, odd, LOW_PAIRS));
-    storeu(p + VL, SHUFFLE(even, odd, HIGH_PAIRS));
+    const vf t0 = SHUFFLE(x[0], x[1], UNPACK_LOW), t1 = SHUFFLE(x[2], x[3], UNPACK_LOW);
+    const vf t2 = SHUFFLE(x[0], x[1], UNPACK_HIGH), t3 = SHUFFLE(x[2], x[3], UNPACK_HIGH);
+    x[0] = SHUFFLE(t0, t1, GROUP_LOW_HALVES);
+    x[1] = SHUFFLE(t0, t1, GROUP_HIGH_HALVES);
+    x[2] = SHUFFLE(t2, t3, GROUP_LOW_HALVES);
+    x[3] = SHUFFLE(t2, t3, GROUP_HIGH_HALVES);
 }
 
-/* Pixels 4l + e of the 4 VL floats at p as four vectors q[e] (an even-odd split of each half, then
- * of the evens and of the odds), and back: the layout of an F(4, 3) block's output quads. */
+/* Four loaded vectors (pixel quads 0 .. VL - 1, one per group) rearranged by whole groups so that
+ * x[r]'s group j holds quad 4j + r, ready for transpose_groups; and back. */
+static inline void quads_to_rows(vf x[4])
+{
+#if VL == 16
+    const vf p0 = SHUFFLE(x[0], x[1], GROUPS_LOW), p1 = SHUFFLE(x[0], x[1], GROUPS_HIGH);
+    const vf q0 = SHUFFLE(x[2], x[3], GROUPS_LOW), q1 = SHUFFLE(x[2], x[3], GROUPS_HIGH);
+    x[0] = SHUFFLE(p0, q0, LOW_HALVES);
+    x[1] = SHUFFLE(p0, q0, HIGH_HALVES);
+    x[2] = SHUFFLE(p1, q1, LOW_HALVES);
+    x[3] = SHUFFLE(p1, q1, HIGH_HALVES);
+#elif VL == 8
+    const vf a = x[0], b = x[1], c = x[2], d = x[3];
+    x[0] = SHUFFLE(a, c, LOW_HALVES);
+    x[1] = SHUFFLE(a, c, HIGH_HALVES);
+    x[2] = SHUFFLE(b, d, LOW_HALVES);
+    x[3] = SHUFFLE(b, d, HIGH_HALVES);
+#else
+    (void)x;
+#endif
+}
+
+static inline void rows_to_quads(vf x[4])
+{
+#if VL == 8
+    const vf r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
+    x[0] = SHUFFLE(r0, r1, LOW_HALVES);
+    x[2] = SHUFFLE(r0, r1, HIGH_HALVES);
+    x[1] = SHUFFLE(r2, r3, LOW_HALVES);
+    x[3] = SHUFFLE(r2, r3, HIGH_HALVES);
+#else
+    quads_to_rows(x);   /* with 4 groups (or 1) the rearrangement is its own inverse */
+#endif
+}
+
+/* Pixels 4l + e of the 4 VL floats at p as four vectors q[e] (whole-group moves, then a transpose
+ * inside groups), and back: the layout of an F(4, 3) block's output quads. */
 static inline void load_split4(const float *p, vf q[4])
 {
-    vf e0, o0, e1, o1;
-    load_split(p, &e0, &o0);
-    load_split(p + 2 * VL, &e1, &o1);
-    q[0] = SHUFFLE(e0, e1, EVEN_LANES);
-    q[2] = SHUFFLE(e0, e1, ODD_LANES);
-    q[1] = SHUFFLE(o0, o1, EVEN_LANES);
-    q[3] = SHUFFLE(o0, o1, ODD_LANES);
+    for (int i = 0; i < 4; i++)
+        q[i] = loadu(p + i * VL);
+    quads_to_rows(q);
+    for (int i = 0; i < 4; i++)
+        opaque(&q[i]);
+    transpose_groups(q);
 }
 
 static inline void store_merged4(float *p, const vf q[4])
 {
-    store_merged(p, SHUFFLE(q[0], q[2], LOW_PAIRS), SHUFFLE(q[1], q[3], LOW_PAIRS));
-    store_merged(p + 2 * VL, SHUFFLE(q[0], q[2], HIGH_PAIRS), SHUFFLE(q[1], q[3], HIGH_PAIRS));
+    vf x[4] = {q[0], q[1], q[2], q[3]};
+    transpose_groups(x);
+    for (int i = 0; i < 4; i++)
+        opaque(&x[i]);
+    rows_to_quads(x);
+    for (int i = 0; i < 4; i++)
+        storeu(p + i * VL, x[i]);
 }
 
 /* v's lanes moved down by one and x into the last: from the pixels 4l + e of a split, 4l + 4 + e. */

@@ -72,7 +72,7 @@ def test_a_core_llvm_mca_cannot_model_is_named_and_the_others_still_predicted(mo
     """LLVM 14's llvm-mca aborts on cortex-a78: the table says so and goes on, no traceback."""
     from scannernet_ros.tools import predict
 
-    def cycles(target, iterations=200):
+    def cycles(target, iterations=200, placeholders=None):
         if target.name == "cortex-a78":
             raise RuntimeError("llvm-mca 14.0.6 failed on -mtriple=aarch64 -mcpu=cortex-a78: abort")
         return {"tile": 10.0, "terms": 5.0, "lstm": 40.0}
@@ -82,3 +82,14 @@ def test_a_core_llvm_mca_cannot_model_is_named_and_the_others_still_predicted(mo
     assert "cortex-a78" not in {r["target"] for r in rows} and "cortex-a57" in {r["target"] for r in rows}
     assert "Not modelled" in text and "cortex-a78: llvm-mca 14.0.6 failed" in text
     assert rows[-1]["target"] == "measured here"
+
+
+def test_instructions_llvm_mca_gives_its_placeholder_latency_are_named():
+    """LLVM's Zen 2 model gives vperm2f128 a latency of 100 (its 'not measured'): the table says so."""
+    from scannernet_ros.tools.predict import PLACEHOLDER
+    report = ("[1]    [2]    [3]    [4]    [5]    [6]    Instructions:\n"
+              " 1      8     0.33    *                   vmovups\t(%rax), %ymm7\n"
+              " 1      100   0.25    *                   vperm2f128\t$49, 64(%rax), %ymm7, %ymm8\n"
+              " 1      100   0.25                        vperm2f128\t$33, %ymm1, %ymm2, %ymm1\n"
+              " 2      10    1.00                        vdivps\t%ymm1, %ymm2, %ymm3\n")
+    assert set(PLACEHOLDER.findall(report)) == {"vperm2f128"}

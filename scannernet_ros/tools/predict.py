@@ -76,6 +76,9 @@ X86_AVX2 = (
 )
 
 REGION = re.compile(r"\[\d+\] Code Region - (\w+).*?Iterations:\s+(\d+).*?Total Cycles:\s+(\d+)", re.S)
+# A row of llvm-mca's instruction info whose latency is 100: LLVM's placeholder for "not measured"
+# (or microcoded), far from what the core takes; the mnemonic follows the flag columns.
+PLACEHOLDER = re.compile(r"^\s*\d+\s+100\s+[\d.]+\s+(?:[*U]\s+)*([a-z][\w.]*)", re.M)
 
 
 def mca_path() -> str | None:
@@ -83,8 +86,9 @@ def mca_path() -> str | None:
     return shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
 
 
-def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
-    """Cycles per iteration of each marked region, from llvm-mca's model of ``target``."""
+def region_cycles(target: Target, iterations: int = 200, placeholders: set[str] | None = None) -> dict[str, float]:
+    """Cycles per iteration of each marked region, from llvm-mca's model of ``target``; adds to
+    ``placeholders`` the instructions in them that the model gives its placeholder latency."""
     mca = mca_path()
     if shutil.which(target.compiler) is None or mca is None:
         raise FileNotFoundError(f"needs {target.compiler} and llvm-mca (apt-get install gcc-aarch64-linux-gnu llvm-19)")
@@ -98,6 +102,8 @@ def region_cycles(target: Target, iterations: int = 200) -> dict[str, float]:
             why = (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[0][:160]
             raise RuntimeError(f"{mca_version()} failed on {' '.join(target.mca)}: {why}")
         report = run.stdout
+    if placeholders is not None:
+        placeholders.update(PLACEHOLDER.findall(report))
     cycles = {name: int(total) / int(its) for name, its, total in REGION.findall(report)}
     missing = {"tile", "terms", "lstm"} - set(cycles)
     if missing:
@@ -163,13 +169,16 @@ def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float
 
 
 def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
-    rows, failed = [], []
+    rows, failed, guessed = [], [], {}
     for target in (*ARM, *X86_AVX2, host_target()):
+        placeholders: set[str] = set()
         try:
-            cycles = region_cycles(target)
+            cycles = region_cycles(target, placeholders=placeholders)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             failed.append(f"{target.name}: {exc}")
             continue
+        if placeholders:
+            guessed[target.name] = sorted(placeholders)
         for width in widths:
             per_line = cycles_per_line(cycles, target, width)
             rate = target.ghz * 1e9 / per_line
@@ -189,6 +198,10 @@ def table(widths=(384, FULL_SWATH)) -> tuple[list[dict], str]:
     if borrowed:
         lines += ["", f"llvm-mca gives {', '.join(borrowed)} the same cycles as cortex-a57: LLVM has no scheduling model "
                   "of its own for them and uses the A57's, so only their clocks differ here."]
+    if guessed:
+        lines += ["", "Pessimistic where the model has no figure: " + "; ".join(
+            f"{name} gives {', '.join(ops)} LLVM's placeholder latency of 100 cycles" for name, ops in guessed.items())
+            + " (a few cycles on the cores themselves), so those rows are slower than the core would be."]
     if failed:
         lines += ["", "Not modelled (use LLVM 19: apt-get install llvm-19): " + "; ".join(failed) + "."]
     host = rows[-1] if rows[-1]["target"] == "this x86 CPU" else None
