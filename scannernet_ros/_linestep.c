@@ -123,8 +123,8 @@ static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 #define UNPACK_HIGH 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31
 #define GROUP_LOW_HALVES 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
 #define GROUP_HIGH_HALVES 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
-#define GROUPS_LOW 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23
-#define GROUPS_HIGH 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31
+#define EVEN_GROUPS 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define ODD_GROUPS 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
 #define LOW_HALVES 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
 #define HIGH_HALVES 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
 #define SHIFT_LANES 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
@@ -180,39 +180,59 @@ static inline void transpose_groups(vf x[4])
     x[3] = SHUFFLE(t2, t3, GROUP_HIGH_HALVES);
 }
 
-/* Four loaded vectors (pixel quads 0 .. VL - 1, one per group) rearranged by whole groups so that
- * x[r]'s group j holds quad 4j + r, ready for transpose_groups; and back. */
-static inline void quads_to_rows(vf x[4])
+/* (a, b) -> ([a's low half, b's low half], [a's high half, b's high half]): its own inverse. */
+static inline void swap_halves(vf *a, vf *b)
+{
+#if VL >= 8
+    const vf low = SHUFFLE(*a, *b, LOW_HALVES), high = SHUFFLE(*a, *b, HIGH_HALVES);
+    *a = low;
+    *b = high;
+#else
+    (void)a, (void)b;
+#endif
+}
+
+#if VL == 16
+/* (a, b) -> ([a0, b0, a2, b2], [a1, b1, a3, b3]) in groups: its own inverse. */
+static inline void swap_groups(vf *a, vf *b)
+{
+    const vf even = SHUFFLE(*a, *b, EVEN_GROUPS), odd = SHUFFLE(*a, *b, ODD_GROUPS);
+    *a = even;
+    *b = odd;
+}
+#endif
+
+/* The second stage of quads_to_rows, its own inverse: with 4 groups a swap of groups inside each
+ * pair, with 2 the middle rows exchanged, with 1 nothing. */
+static inline void second_stage(vf x[4])
 {
 #if VL == 16
-    const vf p0 = SHUFFLE(x[0], x[1], GROUPS_LOW), p1 = SHUFFLE(x[0], x[1], GROUPS_HIGH);
-    const vf q0 = SHUFFLE(x[2], x[3], GROUPS_LOW), q1 = SHUFFLE(x[2], x[3], GROUPS_HIGH);
-    x[0] = SHUFFLE(p0, q0, LOW_HALVES);
-    x[1] = SHUFFLE(p0, q0, HIGH_HALVES);
-    x[2] = SHUFFLE(p1, q1, LOW_HALVES);
-    x[3] = SHUFFLE(p1, q1, HIGH_HALVES);
+    swap_groups(&x[0], &x[1]);
+    swap_groups(&x[2], &x[3]);
 #elif VL == 8
-    const vf a = x[0], b = x[1], c = x[2], d = x[3];
-    x[0] = SHUFFLE(a, c, LOW_HALVES);
-    x[1] = SHUFFLE(a, c, HIGH_HALVES);
-    x[2] = SHUFFLE(b, d, LOW_HALVES);
-    x[3] = SHUFFLE(b, d, HIGH_HALVES);
+    const vf t = x[1];
+    x[1] = x[2];
+    x[2] = t;
 #else
     (void)x;
 #endif
 }
 
+/* Four loaded vectors (pixel quads 0 .. VL - 1, one per group) rearranged by whole groups so that
+ * x[r]'s group j holds quad 4j + r, ready for transpose_groups (a transpose of groups: halves
+ * first, then groups inside halves); rows_to_quads undoes it. */
+static inline void quads_to_rows(vf x[4])
+{
+    swap_halves(&x[0], &x[2]);
+    swap_halves(&x[1], &x[3]);
+    second_stage(x);
+}
+
 static inline void rows_to_quads(vf x[4])
 {
-#if VL == 8
-    const vf r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
-    x[0] = SHUFFLE(r0, r1, LOW_HALVES);
-    x[2] = SHUFFLE(r0, r1, HIGH_HALVES);
-    x[1] = SHUFFLE(r2, r3, LOW_HALVES);
-    x[3] = SHUFFLE(r2, r3, HIGH_HALVES);
-#else
-    quads_to_rows(x);   /* with 4 groups (or 1) the rearrangement is its own inverse */
-#endif
+    second_stage(x);
+    swap_halves(&x[0], &x[2]);
+    swap_halves(&x[1], &x[3]);
 }
 
 /* Pixels 4l + e of the 4 VL floats at p as four vectors q[e] (whole-group moves, then a transpose
