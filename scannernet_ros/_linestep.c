@@ -620,8 +620,16 @@ static int layer(const Layer *proto, int threads)
         jobs[t].begin = (int)((long long)blocks * t / threads) * BLOCK;
         jobs[t].end = (int)((long long)blocks * (t + 1) / threads) * BLOCK;
     }
+    /* The block's tile lives on the stack (up to TILE_MAX x TERMS x NB vectors, 295 kB on AVX2): ask
+     * for room for it rather than trust the C library's default (128 kB on musl). */
+    pthread_attr_t attr;
+    const int sized = pthread_attr_init(&attr) == 0;
+    if (sized)
+        pthread_attr_setstacksize(&attr, sizeof(vf) * TILE_MAX * TERMS * NB + ((size_t)1 << 20));
     for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], NULL, layer_thread, &jobs[t]) == 0;
+        started[t] = pthread_create(&tid[t], sized ? &attr : NULL, layer_thread, &jobs[t]) == 0;
+    if (sized)
+        pthread_attr_destroy(&attr);
     layer_run(&jobs[0]);
     int finite = jobs[0].finite;
     for (int t = 1; t < threads; t++) {
