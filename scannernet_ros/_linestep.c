@@ -101,7 +101,8 @@
 #define UNROLL
 #endif
 #define TERMS 6            /* Winograd F(4, 3): six terms per group of three taps and four output pixels */
-#define BLOCK (4 * VL * NB)     /* pixels per block: NB vectors of VL output quads (pixels 4l + e in vector e) */
+#define QUAD_PIXELS (4 * VL)    /* pixels per vector of output quads: pixels 4l + e of them in vector e */
+#define BLOCK (QUAD_PIXELS * NB)     /* pixels per block: NB vectors of VL output quads */
 #define TILE_MAX 512       /* input channels x tap groups a layer may have (the block's tile is on the stack) */
 #define MAX_THREADS 64
 #define THREAD_MIN_WIDTH 2048   /* narrower lines stay on one thread: starting one costs more */
@@ -318,25 +319,25 @@ static inline vf v_tanh(vf x)
 
 static inline vf v_sigmoid_halved(vf z) { return splat(0.5f) + splat(0.5f) * v_tanh(z); }
 
-/* The first m (0 to 4 VL) of a vector's pixels at p, split as load_split4 does (the others read as 0). */
+/* The first m (0 to QUAD_PIXELS) of a vector's pixels at p, split as load_split4 does (the others read as 0). */
 static inline void load_split4_part(const float *p, int m, vf q[4])
 {
-    if (m == 4 * VL) {
+    if (m == QUAD_PIXELS) {
         load_split4(p, q);
         return;
     }
-    float tmp[4 * VL] = {0};
+    float tmp[QUAD_PIXELS] = {0};
     memcpy(tmp, p, (size_t)m * sizeof(float));
     load_split4(tmp, q);
 }
 
 static inline void store_merged4_part(float *p, int m, const vf q[4])
 {
-    if (m == 4 * VL) {
+    if (m == QUAD_PIXELS) {
         store_merged4(p, q);
         return;
     }
-    float tmp[4 * VL];
+    float tmp[QUAD_PIXELS];
     store_merged4(tmp, q);
     memcpy(p, tmp, (size_t)m * sizeof(float));
 }
@@ -415,10 +416,10 @@ static void make_tile(const Layer *L, int w0, vf *tile)
             const int t = ch * groups + s;
             MCA("BEGIN tile");
             for (int v = 0; v < NB; v++) {
-                const float *q = row + 3 * s + 4 * VL * v;
+                const float *q = row + 3 * s + QUAD_PIXELS * v;
                 vf d[4];
                 load_split4(q, d);
-                const vf d4 = shift_in(d[0], q[4 * VL]), d5 = shift_in(d[1], q[4 * VL + 1]);
+                const vf d4 = shift_in(d[0], q[QUAD_PIXELS]), d5 = shift_in(d[1], q[QUAD_PIXELS + 1]);
                 const vf half = splat(0.5f), three_quarters = splat(0.75f), two = splat(2.0f), five = splat(5.0f);
                 const vf d13 = d[1] - d[3], d42 = d4 - d[2];
                 tile[tile_index(0, t, v, terms)] = half * (d[0] + d4) - d[2] - three_quarters * d13;
@@ -544,11 +545,11 @@ static inline vf hidden_output(vf zo, vf c)
     return divide((o.d + o.n) * t.n, splat(2.0f) * o.d * t.d);
 }
 
-/* Valid pixels of vector v of a block that holds m (0 to 4 VL). */
+/* Valid pixels of vector v of a block that holds m (0 to BLOCK). */
 static inline int vector_pixels(int m, int v)
 {
-    const int left = m - 4 * VL * v;
-    return left < 0 ? 0 : left < 4 * VL ? left : 4 * VL;
+    const int left = m - QUAD_PIXELS * v;
+    return left < 0 ? 0 : left < QUAD_PIXELS ? left : QUAD_PIXELS;
 }
 
 static void layer_run(Layer *L)
@@ -571,7 +572,7 @@ static void layer_run(Layer *L)
             for (int v = 0; v < NB; v++) {
                 const int mv = vector_pixels(m, v);
                 vf c[4], h[4];
-                load_split4_part(cp + 4 * VL * v, mv, c);
+                load_split4_part(cp + QUAD_PIXELS * v, mv, c);
                 MCA("BEGIN lstm");
                 for (int e = 0; e < 4; e++) {
                     c[e] = cell_update(z[0][e][v], z[1][e][v], z[3][e][v], c[e]);
@@ -581,8 +582,8 @@ static void layer_run(Layer *L)
                         out[v][e] += splat(L->head[n]) * h[e];
                 }
                 MCA("END lstm");
-                store_merged4_part(cp + 4 * VL * v, mv, c);
-                store_merged4(hp + 4 * VL * v, h);
+                store_merged4_part(cp + QUAD_PIXELS * v, mv, c);
+                store_merged4(hp + QUAD_PIXELS * v, h);
             }
         }
         if (L->head) {
@@ -590,7 +591,7 @@ static void layer_run(Layer *L)
             for (int v = 0; v < NB; v++) {
                 for (int e = 0; e < 4; e++)
                     out[v][e] += bias;
-                store_merged4(L->logits + w0 + 4 * VL * v, out[v]);
+                store_merged4(L->logits + w0 + QUAD_PIXELS * v, out[v]);
             }
         }
     }
@@ -622,14 +623,16 @@ static int layer(const Layer *proto, int threads)
     }
     /* The block's tile lives on the stack (up to TILE_MAX x TERMS x NB vectors, 295 kB on AVX2): ask
      * for room for it rather than trust the C library's default (128 kB on musl). */
-    pthread_attr_t attr;
-    const int sized = pthread_attr_init(&attr) == 0;
-    if (sized)
-        pthread_attr_setstacksize(&attr, sizeof(vf) * TILE_MAX * TERMS * NB + ((size_t)1 << 20));
-    for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], sized ? &attr : NULL, layer_thread, &jobs[t]) == 0;
-    if (sized)
-        pthread_attr_destroy(&attr);
+    if (threads > 1) {
+        pthread_attr_t attr;
+        const int sized = pthread_attr_init(&attr) == 0;
+        if (sized)
+            pthread_attr_setstacksize(&attr, sizeof(vf) * TILE_MAX * TERMS * NB + ((size_t)1 << 20));
+        for (int t = 1; t < threads; t++)
+            started[t] = pthread_create(&tid[t], sized ? &attr : NULL, layer_thread, &jobs[t]) == 0;
+        if (sized)
+            pthread_attr_destroy(&attr);
+    }
     layer_run(&jobs[0]);
     int finite = jobs[0].finite;
     for (int t = 1; t < threads; t++) {
@@ -821,7 +824,7 @@ PyMODINIT_FUNC PyInit__linestep(void)
 {
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddStringConstant(m, "ISA", ISA) < 0 || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0
-              || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0 || PyModule_AddIntConstant(m, "TERMS", TERMS) < 0
+              || PyModule_AddIntConstant(m, "TILE_MAX", TILE_MAX) < 0
               || PyModule_AddIntConstant(m, "LANES", VL) < 0 || PyModule_AddIntConstant(m, "MAX_THREADS", MAX_THREADS) < 0
               || PyModule_AddIntConstant(m, "THREAD_MIN_WIDTH", THREAD_MIN_WIDTH) < 0)) {
         Py_DECREF(m);

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..stepper import WINOGRAD_G, KernelStepper, _linestep
+
 SOURCE = Path(__file__).resolve().parent.parent / "_linestep.c"
 LINE_RATE_HZ = 225.0          # Landsat 8 OLI lines per second
 FULL_SWATH = 6916
@@ -47,10 +49,10 @@ class Target:
     board: str
 
 
-# RP, JP, NB of _linestep.c: AVX-512 and NEON (32 vector registers), and AVX2 (16); TERMS and the
-# four pixels per vector lane are its Winograd F(4, 3)'s
+# RP, JP, NB of _linestep.c: AVX-512 and NEON (32 vector registers), and AVX2 (16); its Winograd
+# F(4, 3) has as many terms per tap group as WINOGRAD_G has rows, and four output pixels per lane
 WIDE_BLOCKING, AVX2_BLOCKING = (4, 3, 1), (4, 1, 3)
-TERMS, PIXELS_PER_LANE = 6, 4
+TERMS, PIXELS_PER_LANE = len(WINOGRAD_G), 4
 
 ARM = (
     Target("cortex-a57", "aarch64-linux-gnu-gcc", ("-mcpu=cortex-a57",), ("-mtriple=aarch64", "-mcpu=cortex-a57"),
@@ -149,7 +151,6 @@ def mca_version() -> str:
 
 def measured_lines_per_s(width: int = FULL_SWATH, seconds: float = 2.0) -> float:
     """The compiled step's rate here at ``width`` on one thread (best of short runs)."""
-    from ..stepper import KernelStepper, _linestep
     if _linestep is None:
         raise RuntimeError("the compiled kernel is not built here")
     rng = np.random.default_rng(0)
